@@ -228,7 +228,7 @@ struct m {
  */
 typedef struct sched_state {
     rt_lock lock;
-    bool started;                  /* rt_main has begun */
+    _Atomic bool started;          /* rt_main has begun */
     int gomaxprocs;
     p *allp;                       /* array of gomaxprocs Ps */
 
@@ -245,11 +245,11 @@ typedef struct sched_state {
 
     /* The idle M that sleeps with a timeout for the earliest timer. */
     m *timer_sleeper;
-    int64_t timer_sleep_until;
+    _Atomic int64_t timer_sleep_until;  /* its deadline; 0: no sleeper */
 
     rt_lock gfree_lock;            /* global free Gs (default stack) */
     g *gfree;
-    int32_t gfree_count;
+    _Atomic int32_t gfree_count;
 
     rt_lock allg_lock;             /* every G, for dumps and deadlock checks */
     g *allg;
@@ -297,6 +297,8 @@ void wakep(void);
 g *stack_alloc_g(size_t stack_size, bool is_default);
 /* Release the stack (and the G in it). Must not be running on it. */
 void stack_free_g(g *gp);
+/* Return a cached stack's memory to the OS, except its descriptor page. */
+void stack_trim(g *gp);
 /* Prepare a reused stack for a new goroutine (sanitizer bookkeeping). */
 void stack_reuse(g *gp);
 /* Which guard page a fault address falls in, if any (the SIGSEGV path). */
@@ -314,6 +316,9 @@ struct rt_timer_internal {
     _Atomic(p *) pp;               /* heap it is in, or NULL */
     int32_t heap_index;
     _Atomic uint32_t running;      /* fn executing now */
+    bool fn_owns;                  /* fn takes the timer over (may free it);
+                                      the runtime never touches it after
+                                      calling fn, and nobody may delete it */
 };
 void timer_add(timer *t, int64_t when);        /* on the current P's heap */
 bool timer_del(timer *t);                      /* true if it was pending */

@@ -1,0 +1,3 @@
+module microbench
+
+go 1.19
