@@ -525,12 +525,14 @@ static void bench_sleep(void)
             break;
         }
     }
+    int64_t spawned_at = rt_nanotime() - start;
     rt_waitgroup_wait(&sleep_wg);
     res_timed(&r, SLEEP_N, rt_nanotime() - start);
     int64_t early = atomic_load(&sleep_early);
     if (early != 0)
         res_fail(&r, "%" PRId64 " goroutines woke before 10ms", early);
     res_addf(&r, "sleep_ms", "%d", (int)(SLEEP_DUR / RT_MILLISECOND));
+    res_addf(&r, "spawn_ms", "%.2f", (double)spawned_at / 1e6);
     res_emit(&r);
 }
 

@@ -91,7 +91,11 @@ for l in open("/proc/cpuinfo"):
 meta = {"impl": "meta", "date": e["META_DATE"], "git": e["META_GIT"],
         "dirty": bool(e["META_DIRTY"]), "go": e["META_GO"], "cc": e["META_CC"],
         "kernel": platform.release(), "nproc": os.cpu_count(), "cpu": cpu,
-        "runs": int(e["META_RUNS"]), "timeout_s": int(e["META_TIMEOUT"])}
+        "runs": int(e["META_RUNS"]), "timeout_s": int(e["META_TIMEOUT"]),
+        "loadavg": open("/proc/loadavg").read().split()[:3]}
+if float(meta["loadavg"][0]) > 0.5:
+    print("run-micro: warning: load average %s: the machine is busy, figures "
+          "will be noisy" % meta["loadavg"][0], file=sys.stderr)
 open(sys.argv[1], "a").write(json.dumps(meta) + "\n")
 EOF
 

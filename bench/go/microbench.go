@@ -403,6 +403,7 @@ func benchSleep() {
 			wg.Done()
 		}()
 	}
+	spawnedAt := time.Since(start)
 	wg.Wait()
 	wall := time.Since(start)
 	timed(r, sleepN, wall)
@@ -411,6 +412,7 @@ func benchSleep() {
 		r.errText = fmt.Sprintf("%d goroutines woke before %v", late, sleepDur)
 	}
 	r.add("sleep_ms", int64(sleepDur/time.Millisecond))
+	r.add("spawn_ms", float64(spawnedAt.Nanoseconds())/1e6)
 	r.emit()
 }
 

@@ -114,10 +114,6 @@ void note_sleep(note *n) {
 }
 
 bool note_timed_sleep(note *n, int64_t ns) {
-    if (ns < 0) {
-        note_sleep(n);
-        return true;
-    }
     int64_t deadline = rt_nanotime() + ns;
     while (atomic_load_explicit(&n->key, memory_order_acquire) == 0) {
         int64_t left = deadline - rt_nanotime();

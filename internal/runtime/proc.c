@@ -452,13 +452,12 @@ static void gfput(p *pp, g *gp) {
     gp->schedlink = pp->gfree;
     pp->gfree = gp;
     if (++pp->gfree_count < GFREE_LOCAL_MAX) return;
-    /* Spill half to the global list; beyond the warm limit, trim stacks. */
+    /* Spill half to the global list. */
     lock_acquire(&sched.gfree_lock);
     while (pp->gfree_count > GFREE_LOCAL_MAX / 2) {
         g *x = pp->gfree;
         pp->gfree = x->schedlink;
         pp->gfree_count--;
-        if (sched.gfree_count >= GFREE_WARM_MAX) stack_trim(x);
         x->schedlink = sched.gfree;
         sched.gfree = x;
         sched.gfree_count++;
@@ -738,7 +737,10 @@ static p *stopm(m *mp, int64_t until) {
         lock_release(&sched.lock);
 
         bool woken = true;
-        if (timed) woken = note_timed_sleep(&mp->park, until - rt_nanotime());
+        if (timed) {
+            int64_t left = until - rt_nanotime();
+            woken = note_timed_sleep(&mp->park, left > 0 ? left : 0);
+        }
         else note_sleep(&mp->park);
 
         lock_acquire(&sched.lock);
@@ -1102,12 +1104,19 @@ _Noreturn void rt_throw(const char *msg) { rt_throwf("%s", msg); }
 
 _Noreturn void rt_throwf(const char *fmt, ...) {
     static _Atomic int throwing;
+    static _Atomic(pthread_t) thrower;
     if (atomic_fetch_add(&throwing, 1) > 0) {
-        /* A second fatal error while reporting the first: stop now. */
-        static const char again[] = "fatal error: (while reporting a fatal error)\n";
-        (void)!write(2, again, sizeof again - 1);
-        _exit(2);
+        if (pthread_equal(atomic_load(&thrower), pthread_self())) {
+            /* A second fatal error while reporting the first: stop now. */
+            static const char again[] = "fatal error: (while reporting a fatal error)\n";
+            (void)!write(2, again, sizeof again - 1);
+            _exit(2);
+        }
+        /* Another thread is reporting and will exit the process (as Go's
+         * paniclk): wait for it rather than cut its report short. */
+        for (;;) pause();
     }
+    atomic_store(&thrower, pthread_self());
     char buf[512];
     va_list ap;
     va_start(ap, fmt);

@@ -68,7 +68,7 @@ typedef struct note {
 void note_clear(note *n);
 void note_wakeup(note *n);
 void note_sleep(note *n);
-/* Sleep until woken or ns elapse (ns < 0: forever); true if woken. */
+/* Sleep until woken or ns elapse (ns <= 0: just check); true if woken. */
 bool note_timed_sleep(note *n, int64_t ns);
 
 void os_yield(void);
@@ -193,7 +193,7 @@ struct p {
      * the earliest deadline (0: none), read without the lock by stealers
      * and idle Ms. */
     _Alignas(RT_CACHE_LINE) rt_lock timers_lock;
-    timer **timers;
+    struct timer_slot *timers;
     uint32_t ntimers;
     uint32_t timers_cap;
     _Atomic int64_t timer0_when;
@@ -307,6 +307,14 @@ int stack_init(void);
 const char *stack_guard_mode(void);
 
 /* ------------------------------------------------------------------ time.c */
+
+/* A heap entry keeps the deadline next to the pointer, so sifting compares
+ * without touching the timers themselves (which live on goroutine stacks
+ * scattered over memory). */
+struct timer_slot {
+    int64_t when;
+    timer *t;
+};
 
 struct rt_timer_internal {
     int64_t when;                  /* monotonic deadline */

@@ -41,64 +41,64 @@
 
 /* ------------------------------------------------------------- the heap */
 
-static inline void heap_set(p *pp, uint32_t i, timer *t) {
-    pp->timers[i] = t;
-    t->heap_index = (int32_t)i;
+static inline void heap_set(p *pp, uint32_t i, struct timer_slot slot) {
+    pp->timers[i] = slot;
+    slot.t->heap_index = (int32_t)i;
 }
 
 static void sift_up(p *pp, uint32_t i) {
-    timer *t = pp->timers[i];
+    struct timer_slot slot = pp->timers[i];
     while (i > 0) {
         uint32_t parent = (i - 1) / 4;
-        if (pp->timers[parent]->when <= t->when) break;
+        if (pp->timers[parent].when <= slot.when) break;
         heap_set(pp, i, pp->timers[parent]);
         i = parent;
     }
-    heap_set(pp, i, t);
+    heap_set(pp, i, slot);
 }
 
 static void sift_down(p *pp, uint32_t i) {
     uint32_t n = pp->ntimers;
-    timer *t = pp->timers[i];
+    struct timer_slot slot = pp->timers[i];
     for (;;) {
         uint32_t c = i * 4 + 1;
         if (c >= n) break;
         uint32_t best = c;
         uint32_t end = c + 4 < n ? c + 4 : n;
         for (uint32_t k = c + 1; k < end; k++)
-            if (pp->timers[k]->when < pp->timers[best]->when) best = k;
-        if (pp->timers[best]->when >= t->when) break;
+            if (pp->timers[k].when < pp->timers[best].when) best = k;
+        if (pp->timers[best].when >= slot.when) break;
         heap_set(pp, i, pp->timers[best]);
         i = best;
     }
-    heap_set(pp, i, t);
+    heap_set(pp, i, slot);
 }
 
 static void update_timer0(p *pp) {
-    atomic_store_explicit(&pp->timer0_when, pp->ntimers ? pp->timers[0]->when : 0,
+    atomic_store_explicit(&pp->timer0_when, pp->ntimers ? pp->timers[0].when : 0,
                           memory_order_release);
 }
 
-/* Remove the timer at index i.  Under the lock. */
+/* Remove the entry at index i.  Under the lock. */
 static void heap_remove(p *pp, uint32_t i) {
     uint32_t last = --pp->ntimers;
     if (i != last) {
         heap_set(pp, i, pp->timers[last]);
         sift_down(pp, i);
-        sift_up(pp, (uint32_t)pp->timers[i]->heap_index);
+        sift_up(pp, (uint32_t)pp->timers[i].t->heap_index);
     }
-    pp->timers[last] = NULL;
+    pp->timers[last] = (struct timer_slot){ 0, NULL };
 }
 
 static bool heap_push(p *pp, timer *t) {
     if (pp->ntimers == pp->timers_cap) {
         uint32_t cap = pp->timers_cap ? pp->timers_cap * 2 : 64;
-        timer **grown = realloc(pp->timers, cap * sizeof *grown);
+        struct timer_slot *grown = realloc(pp->timers, cap * sizeof *grown);
         if (!grown) return false;
         pp->timers = grown;
         pp->timers_cap = cap;
     }
-    heap_set(pp, pp->ntimers++, t);
+    heap_set(pp, pp->ntimers++, (struct timer_slot){ t->when, t });
     sift_up(pp, pp->ntimers - 1);
     return true;
 }
@@ -153,8 +153,8 @@ bool timer_del(timer *t) {
 
 int64_t timers_run(p *pp, int64_t now) {
     lock_acquire(&pp->timers_lock);
-    while (pp->ntimers > 0 && pp->timers[0]->when <= now) {
-        timer *t = pp->timers[0];
+    while (pp->ntimers > 0 && pp->timers[0].when <= now) {
+        timer *t = pp->timers[0].t;
         void (*fn)(void *, int64_t) = t->fn;
         void *arg = t->arg;
         bool owned = t->fn_owns;
@@ -163,6 +163,7 @@ int64_t timers_run(p *pp, int64_t now) {
             int64_t next = t->when + t->period;
             if (next <= now) next = now + t->period - (now - t->when) % t->period;
             t->when = next;
+            pp->timers[0].when = next;
             sift_down(pp, 0);
         } else {
             heap_remove(pp, 0);
@@ -176,7 +177,7 @@ int64_t timers_run(p *pp, int64_t now) {
         lock_acquire(&pp->timers_lock);
     }
     update_timer0(pp);
-    int64_t next = pp->ntimers ? pp->timers[0]->when : 0;
+    int64_t next = pp->ntimers ? pp->timers[0].when : 0;
     lock_release(&pp->timers_lock);
     return next;
 }

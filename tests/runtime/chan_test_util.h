@@ -12,6 +12,7 @@
 
 #include "rt_test.h"
 
+#include <pthread.h>
 #include <sys/mman.h>
 
 /* The goroutine dump as a malloc'd NUL-terminated string. */

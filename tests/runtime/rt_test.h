@@ -106,9 +106,24 @@ static inline int rt_test_run_child(const char *name, char *out, size_t cap) {
     ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (len < 0) return -1;
     exe[len] = 0;
-    char *argv[] = { exe, NULL };
+    /* Under an emulator (the aarch64 tests run under qemu-user, which cannot
+     * exec a foreign binary without binfmt_misc), RT_TEST_EMULATOR holds its
+     * command line, space-separated: the child runs as `emulator... exe`. */
+    char *argv[16];
+    size_t argc_ = 0;
+    char emu[1024] = "";
+    const char *emu_env = getenv("RT_TEST_EMULATOR");
+    if (emu_env && *emu_env) {
+        snprintf(emu, sizeof emu, "%s", emu_env);
+        char *save = NULL;
+        for (char *tok = strtok_r(emu, " ", &save); tok && argc_ < 14;
+             tok = strtok_r(NULL, " ", &save))
+            argv[argc_++] = tok;
+    }
+    argv[argc_++] = exe;
+    argv[argc_] = NULL;
     pid_t pid;
-    int rc = posix_spawn(&pid, exe, &fa, NULL, argv, env);
+    int rc = posix_spawnp(&pid, argv[0], &fa, NULL, argv, env);
     posix_spawn_file_actions_destroy(&fa);
     free(env);
     close(pipefd[1]);

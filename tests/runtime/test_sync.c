@@ -370,11 +370,19 @@ static void test_rwmutex_writer_preference(void) {
     while (atomic_load(&wp.rw.reader_count) >= 0) rt_yield();
     CHECK(!rt_rwmutex_tryrlock(&wp.rw));
     go(pref_reader, NULL);
-    /* The second reader is counted (and parked behind the writer). */
-    while (atomic_load(&wp.rw.reader_count) != -RWMUTEX_MAX_READERS + 2) rt_yield();
+    /* Wait until the second reader is counted (then it is parked behind
+     * the writer) or, wrongly, got in. */
+    for (;;) {
+        rt_mutex_lock(&wp.log_mu);
+        int n = wp.nlog;
+        rt_mutex_unlock(&wp.log_mu);
+        CHECK_EQ(n, 0);            /* neither got in while we read */
+        if (atomic_load(&wp.rw.reader_count) == -RWMUTEX_MAX_READERS + 2) break;
+        rt_yield();
+    }
     for (int i = 0; i < 100; i++) rt_yield();
     rt_mutex_lock(&wp.log_mu);
-    CHECK_EQ(wp.nlog, 0);          /* neither got in while we read */
+    CHECK_EQ(wp.nlog, 0);
     rt_mutex_unlock(&wp.log_mu);
     rt_rwmutex_runlock(&wp.rw);
     rt_waitgroup_wait(&wp.wg);
@@ -812,6 +820,81 @@ static void test_stress_mixed(void) {
     CHECK_EQ(atomic_load(&st.rw.reader_count), 0);
 }
 
+/* ========================================================= plain threads
+ * The sync types also work from a thread that is not a goroutine (it
+ * cannot park, so the runtime polls for it), mixed with goroutines. */
+
+#include <pthread.h>
+
+static struct {
+    rt_mutex mu;
+    long counter;                 /* under mu */
+    rt_waitgroup wg;              /* goroutines + the thread */
+    rt_waitgroup gate;            /* the thread waits on it */
+    rt_cond cond;
+    bool go_ahead;                /* under mu */
+    _Atomic int thread_done;
+    long iters;
+} ft;
+
+static void ft_count(void) {
+    for (long i = 0; i < ft.iters; i++) {
+        rt_mutex_lock(&ft.mu);
+        ft.counter++;
+        rt_mutex_unlock(&ft.mu);
+    }
+}
+
+static void *ft_thread(void *arg) {
+    (void)arg;
+    rt_waitgroup_wait(&ft.gate);          /* released by a goroutine */
+    rt_mutex_lock(&ft.mu);
+    while (!ft.go_ahead) rt_cond_wait(&ft.cond, &ft.mu);
+    rt_mutex_unlock(&ft.mu);
+    ft_count();
+    rt_waitgroup_done(&ft.wg);            /* wakes a parked goroutine */
+    atomic_store(&ft.thread_done, 1);
+    return NULL;
+}
+
+static void ft_goroutine(void *arg) {
+    (void)arg;
+    ft_count();
+    rt_waitgroup_done(&ft.wg);
+}
+
+/* While goroutines wait for the plain thread, the runtime cannot know the
+ * thread will wake them: with every goroutine parked its deadlock detector
+ * would fire.  A pending timer keeps it from concluding that. */
+static void ft_keeper(void *arg) {
+    (void)arg;
+    while (!atomic_load(&ft.thread_done)) rt_sleep(RT_MILLISECOND);
+}
+
+static void test_plain_thread_interop(void) {
+    enum { G = 4 };
+    go(ft_keeper, NULL);
+    ft.iters = SCALED(50000);
+    rt_waitgroup_add(&ft.wg, G + 1);
+    rt_waitgroup_add(&ft.gate, 1);
+    pthread_t th;
+    CHECK_EQ(pthread_create(&th, NULL, ft_thread, NULL), 0);
+    rt_sleep(RT_MILLISECOND);             /* let it block on the gate */
+    rt_waitgroup_done(&ft.gate);
+    rt_sleep(RT_MILLISECOND);             /* and on the cond */
+    rt_mutex_lock(&ft.mu);
+    ft.go_ahead = true;
+    rt_cond_broadcast(&ft.cond);
+    rt_mutex_unlock(&ft.mu);
+    for (int i = 0; i < G; i++) go(ft_goroutine, NULL);
+    rt_waitgroup_wait(&ft.wg);
+    /* Done is the thread's last use of ft; join without blocking the P. */
+    while (!atomic_load(&ft.thread_done)) rt_yield();
+    CHECK_EQ(pthread_join(th, NULL), 0);
+    CHECK_EQ(ft.counter, (G + 1) * ft.iters);
+    CHECK_EQ(atomic_load(&ft.mu.state), 0);
+}
+
 /* ================================================================== main */
 
 static int run(void *arg) {
@@ -839,6 +922,7 @@ static int run(void *arg) {
     RUN(test_cond_signal_without_waiters);
     RUN(test_cond_producer_consumer);
     RUN(test_stress_mixed);
+    RUN(test_plain_thread_interop);
     return rt_test_done();
 }
 
