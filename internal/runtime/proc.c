@@ -176,22 +176,27 @@ static void mcall_on_g0(void *arg) {
 /* Save the current goroutine and run fn(gp, arg) on the scheduler stack.
  * Returns when the goroutine is next resumed (maybe on another M). */
 static void mcall(mcall_fn fn, void *arg) {
+    g *gp = getg();
+    g_enter(gp);      /* g0 code needs the P; sysmon must not take it now */
     m *mp = getm();
-    g *gp = mp->curg;
     mp->mcall_fn = fn;
     mp->mcall_arg = arg;
     san_before_switch(mp, &gp->asan_fake_stack, NULL);
     rt_ctx_mcall(&gp->sp, mp->g0_sp_top, mcall_on_g0, mp);
     san_after_switch(gp->asan_fake_stack);
+    g_leave(gp);
 }
 
 /* Run gp on the current M (which holds a P).  Never returns. */
 static _Noreturn void execute(g *gp) {
     m *mp = getm();
-    mp->curg = gp;
+    p *pp = mp->p;
+    atomic_store_explicit(&pp->schedtick,
+                          atomic_load_explicit(&pp->schedtick, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
     gp->m = mp;
     atomic_store_explicit(&gp->status, G_RUNNING, memory_order_relaxed);
-    mp->p->schedtick++;
+    mp->curg = gp;   /* gp->in_runtime > 0 here: see g_enter */
     san_before_switch(mp, &mp->asan_fake_stack, gp);
     rt_ctx_resume(gp->sp);
 }
@@ -201,6 +206,7 @@ static void goexit1(void);
 _Noreturn void rt_goroutine_entry(void) {
     san_after_switch(NULL);
     g *gp = getg();
+    g_leave(gp);      /* newproc started it at in_runtime = 1 */
     gp->fn(gp->arg);
     goexit1();
     __builtin_unreachable();
@@ -397,7 +403,7 @@ static g *globrunq_get(p *pp, int32_t max) {
 /* Under sched.lock. */
 static void pidle_put(p *pp) {
     atomic_store_explicit(&pp->status, P_IDLE, memory_order_relaxed);
-    pp->m = NULL;
+    atomic_store_explicit(&pp->m, NULL, memory_order_relaxed);
     pp->link = sched.pidle;
     sched.pidle = pp;
     atomic_fetch_add(&sched.npidle, 1);
@@ -440,10 +446,11 @@ static bool mget_specific(m *target) {
 }
 
 static void acquirep(m *mp, p *pp) {
-    if (pp->m) rt_throw("runtime: acquirep: P already in use");
+    if (atomic_load_explicit(&pp->m, memory_order_relaxed))
+        rt_throw("runtime: acquirep: P already in use");
     mp->p = pp;
-    pp->m = mp;
-    atomic_store_explicit(&pp->status, P_RUNNING, memory_order_relaxed);
+    atomic_store_explicit(&pp->m, mp, memory_order_relaxed);
+    atomic_store_explicit(&pp->status, P_RUNNING, memory_order_release);
 }
 
 /* --------------------------------------------------------- free Gs */
@@ -551,6 +558,8 @@ static g *newproc(rt_func fn, void *arg, size_t stack_size, bool is_default, uin
     gp->param = NULL;
     gp->waiting = NULL;
     gp->m = NULL;
+    gp->stack_trimmed = false;
+    atomic_store_explicit(&gp->in_runtime, 1, memory_order_relaxed);
     atomic_store_explicit(&gp->wait_reason, WAIT_NONE, memory_order_relaxed);
     ctx_make_initial(gp);
     atomic_fetch_add_explicit(&sched.ngoroutines, 1, memory_order_relaxed);
@@ -565,10 +574,15 @@ int rt_go_at(rt_func fn, void *arg, const rt_spawn_opts *opts, const char *file,
     bool is_default = size == RT_DEFAULT_STACK_SIZE;
     if (!sched.page_size) stack_init();   /* spawned before rt_main */
 
-    m *mp = getm();
-    p *pp = mp ? mp->p : NULL;
+    g *self = getg();
+    p *pp = NULL;
+    if (self) pp = g_enter(self);
+    else if (getm()) pp = getm()->p;   /* g0: a timer function spawning */
     g *gp = newproc(fn, arg, size, is_default, 0, file, line, pp);
-    if (!gp) return RT_ENOMEM;
+    if (!gp) {
+        if (self) g_leave(self);
+        return RT_ENOMEM;
+    }
     bool spilled = false;
     if (pp) {
         spilled = runq_put(pp, gp, true);
@@ -587,7 +601,8 @@ int rt_go_at(rt_func fn, void *arg, const rt_spawn_opts *opts, const char *file,
      * while the loop continues.  Go gets the same effect from time-slice
      * preemption of the spawning goroutine.
      */
-    if (spilled && mp->curg) rt_yield();
+    if (self) g_leave(self);
+    if (spilled && self) rt_yield();
     return RT_OK;
 }
 
@@ -636,7 +651,15 @@ static void startm(p *pp, bool spinning) {
         sched.timer_sleeper = NULL;
         atomic_store(&sched.timer_sleep_until, 0);
     }
+    if (!mp && sched.mcount >= sched.max_threads) {
+        /* At the thread cap: the P waits for an M to come free. */
+        pidle_put(pp);
+        lock_release(&sched.lock);
+        if (spinning) atomic_fetch_sub(&sched.nmspinning, 1);
+        return;
+    }
     lock_release(&sched.lock);
+    sysmon_wake();
     if (!mp) {
         newm(pp, spinning);
         return;
@@ -696,6 +719,8 @@ static g *steal_work(m *mp, int64_t *now) {
     }
     return NULL;
 }
+
+bool runq_is_empty(p *pp) { return runq_empty(pp); }
 
 static bool any_runq_nonempty(void) {
     for (int i = 0; i < sched.gomaxprocs; i++)
@@ -813,7 +838,8 @@ top:;
     }
 
     g *gp = NULL;
-    if (pp->schedtick % 61 == 0 && atomic_load_explicit(&sched.runq_size, memory_order_relaxed) > 0) {
+    if (atomic_load_explicit(&pp->schedtick, memory_order_relaxed) % 61 == 0 &&
+        atomic_load_explicit(&sched.runq_size, memory_order_relaxed) > 0) {
         lock_acquire(&sched.lock);
         gp = globrunq_get(pp, 1);
         lock_release(&sched.lock);
@@ -932,8 +958,10 @@ void goready(g *gp) {
         rt_throwf("runtime: goready of goroutine %llu in state %u",
                   (unsigned long long)gp->goid, expected);
     atomic_store_explicit(&gp->wait_reason, WAIT_NONE, memory_order_relaxed);
-    m *mp = getm();
-    p *pp = mp ? mp->p : NULL;
+    g *self = getg();
+    p *pp;
+    if (self) pp = g_enter(self);
+    else pp = getm() ? getm()->p : NULL;
     if (pp) {
         runq_put(pp, gp, true);
     } else {
@@ -941,6 +969,7 @@ void goready(g *gp) {
         globrunq_put(gp);
         lock_release(&sched.lock);
     }
+    if (self) g_leave(self);
     wakep();
 }
 
@@ -981,8 +1010,9 @@ static void goexit0(g *gp, void *arg) {
 }
 
 static void goexit1(void) {
+    g *gp = getg();
+    g_enter(gp);
     m *mp = getm();
-    g *gp = mp->curg;
     mp->mcall_fn = goexit0;
     mp->mcall_arg = NULL;
     /* The goroutine will never run again: let ASan free its fake stack. */
@@ -995,6 +1025,194 @@ _Noreturn void rt_goexit(void) {
     if (!getg()) rt_throw("rt_goexit outside a goroutine");
     goexit1();
     __builtin_unreachable();
+}
+
+/* ------------------------------------------------------- blocking calls
+ *
+ * As Go's entersyscall/exitsyscall.  Entering a blocking call, the M gives
+ * up its P without handing it to anyone: the P goes to P_SYSCALL and stays
+ * remembered in m->oldp.  If the call is short, the M takes the same P back
+ * with one CAS and nothing else happened.  If it is long, sysmon notices
+ * (the P's syscalltick has not moved for a sysmon tick, ~20 µs) and, if the
+ * P has work or nobody else is looking for work, retakes it (CAS to P_IDLE)
+ * and hands it to another M.  The blocked M then comes back to find its P
+ * gone, takes an idle one if there is one, or queues its goroutine on the
+ * global queue and goes idle itself.
+ *
+ * A goroutine computing without calling the runtime is handled the same
+ * way: sysmon sends its thread SIGURG, and the handler performs the
+ * "enter blocking call" step on the goroutine's behalf, unless the goroutine
+ * is inside runtime code (gp->in_runtime), where the P must not move.  The
+ * goroutine keeps its thread and keeps computing; its P's other goroutines
+ * run on another thread.  When it next needs its P (g_enter) it takes one
+ * back exactly as a returning blocking call does.  C code cannot be safely
+ * preempted at an arbitrary instruction (it may hold a malloc lock), so the
+ * goroutine itself is never switched out; only its P moves.
+ */
+
+static void exitsyscall_park(g *gp, void *arg) {
+    (void)arg;
+    m *mp = getm();
+    gp->m = NULL;
+    atomic_store_explicit(&gp->status, G_RUNNABLE, memory_order_release);
+    lock_acquire(&sched.lock);
+    globrunq_put(gp);
+    lock_release(&sched.lock);
+    acquirep(mp, stopm(mp, 0));
+    schedule();
+}
+
+/* The M has no P; get one (the same if still free).  Goroutine side. */
+static void exitsyscall(g *gp) {
+    m *mp = getm();
+    p *oldp = mp->oldp;
+    mp->oldp = NULL;
+    if (oldp) {
+        uint32_t expected = P_SYSCALL;
+        if (atomic_compare_exchange_strong_explicit(&oldp->status, &expected, P_RUNNING,
+                                                    memory_order_acq_rel,
+                                                    memory_order_relaxed)) {
+            mp->p = oldp;
+            atomic_store_explicit(&oldp->m, mp, memory_order_relaxed);
+            atomic_store_explicit(&gp->status, G_RUNNING, memory_order_relaxed);
+            return;
+        }
+    }
+    lock_acquire(&sched.lock);
+    p *pp = pidle_get();
+    lock_release(&sched.lock);
+    if (pp) {
+        acquirep(mp, pp);
+        atomic_store_explicit(&gp->status, G_RUNNING, memory_order_relaxed);
+        sysmon_wake();
+        return;
+    }
+    /* No P anywhere: wait in the global queue; this M goes idle.  A raw
+     * switch, not mcall(), which would come back here for a P. */
+    mp->mcall_fn = exitsyscall_park;
+    mp->mcall_arg = NULL;
+    san_before_switch(mp, &gp->asan_fake_stack, NULL);
+    rt_ctx_mcall(&gp->sp, mp->g0_sp_top, mcall_on_g0, mp);
+    san_after_switch(gp->asan_fake_stack);
+}
+
+p *g_enter(g *gp) {
+    atomic_store_explicit(&gp->in_runtime,
+                          atomic_load_explicit(&gp->in_runtime, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    atomic_signal_fence(memory_order_seq_cst);
+    m *mp = getm();
+    if (rt_likely(mp->p != NULL)) return mp->p;
+    exitsyscall(gp);
+    return getm()->p;
+}
+
+/* Give up the P as a blocking call does.  On the goroutine's own thread,
+ * with the P's owner state quiescent (in_runtime == 0 or inside enter). */
+static void release_p_for_syscall(m *mp, g *gp, gstatus status) {
+    p *pp = mp->p;
+    atomic_store_explicit(&pp->syscalltick,
+                          atomic_load_explicit(&pp->syscalltick, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    mp->oldp = pp;
+    mp->p = NULL;
+    atomic_store_explicit(&pp->m, NULL, memory_order_relaxed);
+    atomic_store_explicit(&gp->status, status, memory_order_relaxed);
+    atomic_store_explicit(&pp->status, P_SYSCALL, memory_order_release);
+}
+
+void rt_blocking_enter(void) {
+    g *gp = getg();
+    if (!gp) return;
+    g_enter(gp);
+    release_p_for_syscall(getm(), gp, G_SYSCALL);
+    g_leave(gp);
+    sysmon_wake();
+}
+
+void rt_blocking_exit(void) {
+    g *gp = getg();
+    if (!gp) return;
+    g_enter(gp);   /* takes a P back */
+    atomic_store_explicit(&gp->status, G_RUNNING, memory_order_relaxed);
+    g_leave(gp);
+}
+
+void *rt_blocking(void *(*fn)(void *arg), void *arg) {
+    rt_blocking_enter();
+    void *r = fn(arg);
+    rt_blocking_exit();
+    return r;
+}
+
+void preempt_release_p(void) {
+    m *mp = current_m;
+    g *gp = mp ? mp->curg : NULL;
+    if (!gp || !mp->p) return;
+    atomic_signal_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&gp->in_runtime, memory_order_relaxed) != 0) return;
+    release_p_for_syscall(mp, gp, G_RUNNING);
+}
+
+void handoffp(p *pp) {
+    /* pp was retaken by a CAS from P_SYSCALL: no M owns it. */
+    if (!runq_empty(pp) || atomic_load(&sched.runq_size) > 0 ||
+        atomic_load_explicit(&pp->timer0_when, memory_order_acquire) != 0) {
+        startm(pp, false);
+        return;
+    }
+    int32_t zero = 0;
+    if (atomic_load(&sched.nmspinning) + atomic_load(&sched.npidle) == 0 &&
+        atomic_compare_exchange_strong(&sched.nmspinning, &zero, 1)) {
+        startm(pp, true);   /* nobody is looking for work: be that M */
+        return;
+    }
+    lock_acquire(&sched.lock);
+    pidle_put(pp);
+    lock_release(&sched.lock);
+}
+
+/*
+ * Return the RAM of cold free stacks.  Free Gs beyond the first
+ * GFREE_WARM_MAX on the global list keep only their descriptor page; a
+ * spike of 100,000 goroutines then costs 100,000 pages, not 100,000 stacks'
+ * worth of touched pages, once it is over.  They are taken off the list
+ * while trimmed, so nobody can reuse a stack as it is being trimmed.
+ */
+void gfree_scavenge(void) {
+    enum { BATCH = 1024 };
+    g *batch[BATCH];
+    int n = 0;
+    lock_acquire(&sched.gfree_lock);
+    int32_t keep = GFREE_WARM_MAX;
+    g **link = &sched.gfree;
+    while (*link && keep > 0) {
+        link = &(*link)->schedlink;
+        keep--;
+    }
+    while (*link && n < BATCH) {
+        g *x = *link;
+        if (!x->stack_trimmed) {
+            *link = x->schedlink;
+            sched.gfree_count--;
+            batch[n++] = x;
+        } else {
+            link = &x->schedlink;
+        }
+    }
+    lock_release(&sched.gfree_lock);
+    if (n == 0) return;
+    for (int i = 0; i < n; i++) {
+        stack_trim(batch[i]);
+        batch[i]->stack_trimmed = true;
+    }
+    lock_acquire(&sched.gfree_lock);
+    for (int i = 0; i < n; i++) {
+        batch[i]->schedlink = sched.gfree;
+        sched.gfree = batch[i];
+        sched.gfree_count++;
+    }
+    lock_release(&sched.gfree_lock);
 }
 
 /* ---------------------------------------------------------------- start */
@@ -1083,7 +1301,14 @@ int rt_main(int (*main_fn)(void *arg), void *arg) {
     m0->nextp = &sched.allp[0];
     current_m = m0;
 
+    const char *mt = getenv("RT_MAX_THREADS");
+    long max_threads = mt ? strtol(mt, NULL, 10) : 0;
+    if (max_threads < sched.gomaxprocs + 1) max_threads = max_threads > 0 ? sched.gomaxprocs + 1 : 256;
+    if (max_threads < sched.gomaxprocs + 1) max_threads = sched.gomaxprocs + 1;
+    sched.max_threads = (int32_t)max_threads;
+
     diag_init();
+    sysmon_start();
     g *mg = newproc(main_goroutine, &ma, RT_DEFAULT_STACK_SIZE, true, 1, __FILE__, __LINE__, NULL);
     if (!mg) return RT_ENOMEM;
     /* Main runs first; goroutines spawned before rt_main wait in the global

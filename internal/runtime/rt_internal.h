@@ -157,6 +157,11 @@ struct g {
     sudog *waiting;              /* select: sudogs this G is queued on */
     _Atomic uint32_t select_done;/* select: a case has won the race */
     bool park_on_chan;           /* parked on a channel (select wakeup hint) */
+    bool stack_trimmed;          /* free G whose stack RAM was returned */
+    /* >0 while the goroutine runs runtime code that uses its M's P.  Only the
+     * thread running the goroutine writes it; sysmon's preemption signal
+     * handler (same thread) reads it and leaves the P alone when set. */
+    _Atomic uint32_t in_runtime;
     void *tsan_fiber;            /* ThreadSanitizer fiber (sanitizer builds) */
     void *asan_fake_stack;       /* AddressSanitizer fake stack handle */
 };
@@ -168,14 +173,18 @@ struct g {
 typedef enum pstatus {
     P_IDLE = 0,
     P_RUNNING,
+    P_SYSCALL,     /* its M runs a goroutine without it: a blocking call, or a
+                      CPU-bound goroutine sysmon preempted; sysmon may retake it */
 } pstatus;
 
 struct p {
     int id;
     _Atomic uint32_t status;
-    m *m;                          /* the M holding it (NULL when idle) */
+    _Atomic(m *) m;                /* the M holding it (NULL when idle or in a
+                                      blocking call); read by sysmon */
     p *link;                       /* idle P list */
-    uint32_t schedtick;            /* incremented at each schedule() */
+    _Atomic uint32_t schedtick;    /* +1 per goroutine switch (sysmon reads) */
+    _Atomic uint32_t syscalltick;  /* +1 per blocking call (sysmon reads) */
 
     /* Local run queue: lock-free, single producer (the owner), many
      * consumers (the owner and stealers).  runnext holds the goroutine just
@@ -209,6 +218,7 @@ struct m {
     g *curg;                       /* goroutine running now, or NULL */
     p *p;                          /* attached P, or NULL */
     p *nextp;                      /* P handed over by startm */
+    p *oldp;                       /* P it gave up for a blocking call */
     bool spinning;                 /* looking for work without having any */
     m *schedlink;                  /* idle M list */
     note park;                     /* sleeps here when idle */
@@ -257,6 +267,11 @@ typedef struct sched_state {
     _Atomic uint64_t next_goid;
 
     size_t page_size;
+
+    /* sysmon (sysmon.c) */
+    _Atomic bool sysmon_sleeping;  /* parked on sysmon_note: nothing runs */
+    note sysmon_note;
+    int32_t max_threads;           /* cap on Ms (blocking calls add Ms) */
 } sched_state;
 
 extern sched_state sched;
@@ -289,6 +304,32 @@ uint32_t fastrandn(uint32_t n);
 
 /* Wake an idle M if there is an idle P and nobody is looking for work. */
 void wakep(void);
+
+/*
+ * Running runtime code on a goroutine that needs its M's P: raise
+ * in_runtime (so sysmon cannot take the P), then get the P — taking one back
+ * first if it was handed off while the goroutine ran without it, which may
+ * move the goroutine to another M.  Returns the P.  Pair with g_leave.
+ */
+p *g_enter(g *gp);
+static inline void g_leave(g *gp) {
+    atomic_signal_fence(memory_order_seq_cst);
+    atomic_store_explicit(&gp->in_runtime,
+                          atomic_load_explicit(&gp->in_runtime, memory_order_relaxed) - 1,
+                          memory_order_relaxed);
+}
+
+/* sysmon.c / proc.c: the blocking-call machinery. */
+bool runq_is_empty(p *pp);
+/* Give away a P retaken from a blocking call: to an M if it has work. */
+void handoffp(p *pp);
+/* Called on the thread being preempted (signal handler): give up the P as
+ * if the goroutine had entered a blocking call. */
+void preempt_release_p(void);
+/* The stack scavenger: trim cold free stacks (sysmon, once a second). */
+void gfree_scavenge(void);
+void sysmon_start(void);
+void sysmon_wake(void);
 
 /* ------------------------------------------------------------------ stack.c */
 

@@ -106,8 +106,10 @@ static bool heap_push(p *pp, timer *t) {
 /* ----------------------------------------------------------- operations */
 
 void timer_add(timer *t, int64_t when) {
-    m *mp = getm();
-    p *pp = mp ? mp->p : NULL;
+    g *self = getg();
+    p *pp;
+    if (self) pp = g_enter(self);
+    else pp = getm() ? getm()->p : NULL;
     if (!pp) rt_throw("timer_add: not on a processor");
     if (when <= 0) when = 1;   /* 0 means "no timer" in timer0_when */
     lock_acquire(&pp->timers_lock);
@@ -119,6 +121,7 @@ void timer_add(timer *t, int64_t when) {
     atomic_store_explicit(&t->pp, pp, memory_order_release);
     update_timer0(pp);
     lock_release(&pp->timers_lock);
+    if (self) g_leave(self);
     timer_wake_sleeper(when);
 }
 
@@ -243,7 +246,7 @@ static void chan_timer_fire(void *arg, int64_t now) {
 
 static int chan_timer_new(rt_timer **out, int64_t ns, int64_t period) {
     *out = NULL;
-    if (!getm() || !getm()->p) return RT_ESTATE;
+    if (!getg() && !(getm() && getm()->p)) return RT_ESTATE;
     struct rt_timer *t = calloc(1, sizeof *t);
     if (!t) return RT_ENOMEM;
     int rc = rt_chan_make(&t->c, sizeof(int64_t), 1);
@@ -302,7 +305,7 @@ static void after_fire(void *arg, int64_t now) {
 }
 
 rt_chan *rt_after(int64_t ns) {
-    if (!getm() || !getm()->p) return NULL;
+    if (!getg() && !(getm() && getm()->p)) return NULL;
     after_timer *a = calloc(1, sizeof *a);
     if (!a) return NULL;
     if (rt_chan_make(&a->c, sizeof(int64_t), 1) != RT_OK) {

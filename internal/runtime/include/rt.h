@@ -103,6 +103,21 @@ void rt_yield(void);
 /* End the calling goroutine now (Go's runtime.Goexit). */
 _Noreturn void rt_goexit(void);
 
+/*
+ * Blocking calls.  A goroutine about to block its OS thread in a call the
+ * runtime cannot see into (a file read, fsync, getaddrinfo, a long
+ * computation in a library) brackets it with enter/exit, or runs it through
+ * rt_blocking().  While it blocks, its processor can be handed to another
+ * thread (after ~20 µs, by the monitor thread), so the other goroutines keep
+ * running.  Threads created for this are reused and capped (RT_MAX_THREADS
+ * environment variable, default 256).  Outside a goroutine these are no-ops.
+ * A goroutine that computes for more than 10 ms without calling the runtime
+ * is treated the same way automatically when other work is waiting.
+ */
+void rt_blocking_enter(void);
+void rt_blocking_exit(void);
+void *rt_blocking(void *(*fn)(void *arg), void *arg);
+
 /* Processors the runtime schedules onto, and goroutines alive now. */
 int rt_gomaxprocs(void);
 int64_t rt_num_goroutine(void);
