@@ -16,6 +16,9 @@ const char *rt_strerror(int code) {
     case RT_ESTATE:    return "not allowed in this state";
     case RT_ELIMIT:    return "limit reached";
     case RT_ESYS:      return "system call failed";
+    case RT_ECONNREFUSED: return "connection refused";
+    case RT_ECONNRESET:   return "connection reset by peer";
+    case RT_EADDRINUSE:   return "address already in use";
     }
     return "unknown runtime error";
 }

@@ -45,6 +45,9 @@ typedef enum rt_error {
     RT_ESTATE = -7,      /* called in a state that does not allow it */
     RT_ELIMIT = -8,      /* a configured limit (threads, stacks) reached */
     RT_ESYS = -9,        /* an OS call failed; errno-style detail in logs */
+    RT_ECONNREFUSED = -10,
+    RT_ECONNRESET = -11, /* reset by peer, or broken pipe */
+    RT_EADDRINUSE = -12,
 } rt_error;
 
 /* A static string naming an rt_error code ("channel closed", ...). */
@@ -259,6 +262,93 @@ rt_chan *rt_timer_chan(rt_timer *t);                  /* borrowed */
 bool rt_timer_stop(rt_timer *t);      /* true if it stopped a pending fire */
 bool rt_timer_reset(rt_timer *t, int64_t ns);  /* re-arm; true if it was pending */
 void rt_timer_free(rt_timer *t);      /* stops it and drops its channel */
+
+/* --------------------------------------------------------------- context
+ *
+ * Cancellation and deadlines in the spirit of Go's context.Context.  A
+ * context is cancelled explicitly, by its deadline, or when its parent is;
+ * cancelling a parent cancels every descendant.  Contexts are reference
+ * counted: the with_* constructors return one reference, which the caller
+ * drops with rt_context_release (that also cancels it, like Go's
+ * `defer cancel()`, so nothing stays armed).  Children hold a reference on
+ * their parent.  rt_context_background() is a static root that is never
+ * cancelled; NULL is accepted everywhere as "background".
+ */
+typedef struct rt_context rt_context;
+
+rt_context *rt_context_background(void);
+int rt_context_with_cancel(rt_context *parent, rt_context **out);
+int rt_context_with_deadline(rt_context *parent, int64_t deadline, rt_context **out); /* absolute rt_nanotime() */
+int rt_context_with_timeout(rt_context *parent, int64_t timeout, rt_context **out);
+void rt_context_cancel(rt_context *ctx);                 /* RT_ECANCELED */
+void rt_context_retain(rt_context *ctx);
+void rt_context_release(rt_context *ctx);                /* cancels, drops a reference */
+/* A channel closed when the context is done (borrowed; never closed for
+ * background: use it in rt_select like any channel). */
+rt_chan *rt_context_done(rt_context *ctx);
+/* 0 while live, RT_ECANCELED or RT_ETIMEDOUT once done. */
+int rt_context_err(rt_context *ctx);
+/* Absolute deadline, or 0 if it has none. */
+int64_t rt_context_deadline(rt_context *ctx);
+
+/*
+ * Blocking operations bounded by a context.  Each returns RT_OK when the
+ * operation completed, or the context's error (RT_ECANCELED /
+ * RT_ETIMEDOUT) — promptly, and with the operation not performed — when
+ * the context is done first.  rt_chan_recv_ctx sets *ok (may be NULL) as
+ * rt_chan_recv's return value; rt_select_ctx returns the chosen index or a
+ * negative error.
+ */
+int rt_chan_send_ctx(rt_context *ctx, rt_chan *c, const void *elem);
+int rt_chan_recv_ctx(rt_context *ctx, rt_chan *c, void *elem, bool *ok);
+int rt_select_ctx(rt_context *ctx, rt_select_case *cases, size_t ncases);
+int rt_mutex_lock_ctx(rt_context *ctx, rt_mutex *m);
+int rt_mutex_lock_timeout(rt_mutex *m, int64_t timeout);   /* RT_ETIMEDOUT */
+int rt_sleep_ctx(rt_context *ctx, int64_t ns);
+
+/* --------------------------------------------------------------- network
+ *
+ * Goroutine-blocking TCP over the runtime's netpoller (libuv underneath,
+ * see DESIGN.md).  Every call looks synchronous and parks only the calling
+ * goroutine.  Errors are negative rt_error codes: RT_ECONNREFUSED,
+ * RT_ECONNRESET (also a write to a connection the peer closed),
+ * RT_EADDRINUSE, RT_ETIMEDOUT, RT_ECLOSED, or RT_ESYS for anything else,
+ * with the OS errno from rt_conn_oserror.  Deadlines are per connection and
+ * per direction (absolute rt_nanotime(); 0 = none), as Go's
+ * SetReadDeadline; an operation past its deadline returns RT_ETIMEDOUT.
+ * Closing a connection or listener wakes every goroutine blocked on it with
+ * RT_ECLOSED.  Must be called from goroutines.
+ */
+typedef struct rt_listener rt_listener;
+typedef struct rt_conn rt_conn;
+
+/* host: an IPv4 or IPv6 literal ("127.0.0.1", "::1", "0.0.0.0", "::");
+ * port 0 picks a free port (see rt_listener_port).  SO_REUSEADDR is set. */
+int rt_listen(rt_listener **out, const char *host, int port, int backlog);
+int rt_listener_port(rt_listener *l);
+int rt_accept(rt_listener *l, rt_conn **out);
+int rt_accept_ctx(rt_context *ctx, rt_listener *l, rt_conn **out);
+int rt_listener_close(rt_listener *l);       /* and frees it once no call uses it */
+
+int rt_dial(rt_conn **out, const char *host, int port);
+int rt_dial_ctx(rt_context *ctx, rt_conn **out, const char *host, int port);
+
+/* Read up to len bytes: returns the count (> 0), 0 at end of stream, or a
+ * negative rt_error. */
+int64_t rt_conn_read(rt_conn *c, void *buf, size_t len);
+int64_t rt_conn_read_ctx(rt_context *ctx, rt_conn *c, void *buf, size_t len);
+/* Write all len bytes, or fail: returns RT_OK or a negative rt_error. */
+int rt_conn_write(rt_conn *c, const void *buf, size_t len);
+int rt_conn_write_ctx(rt_context *ctx, rt_conn *c, const void *buf, size_t len);
+int rt_conn_set_read_deadline(rt_conn *c, int64_t deadline);
+int rt_conn_set_write_deadline(rt_conn *c, int64_t deadline);
+int rt_conn_shutdown_write(rt_conn *c);      /* half-close: peer reads EOF */
+int rt_conn_close(rt_conn *c);               /* and frees it once no call uses it */
+/* The OS errno behind the last RT_ESYS on this connection (0 if none). */
+int rt_conn_oserror(rt_conn *c);
+/* "ip:port" of the peer / local end into buf; RT_EINVAL if it does not fit. */
+int rt_conn_peer_addr(rt_conn *c, char *buf, size_t len);
+int rt_conn_local_addr(rt_conn *c, char *buf, size_t len);
 
 /* ------------------------------------------------------------ diagnostics */
 
