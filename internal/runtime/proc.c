@@ -451,6 +451,7 @@ static void acquirep(m *mp, p *pp) {
     mp->p = pp;
     atomic_store_explicit(&pp->m, mp, memory_order_relaxed);
     atomic_store_explicit(&pp->status, P_RUNNING, memory_order_release);
+    sysmon_wake();   /* it parks while every P is idle; now one is not */
 }
 
 /* --------------------------------------------------------- free Gs */
@@ -587,6 +588,8 @@ int rt_go_at(rt_func fn, void *arg, const rt_spawn_opts *opts, const char *file,
     if (pp) {
         spilled = runq_put(pp, gp, true);
     } else {
+        if (!getm() && atomic_load_explicit(&sched.started, memory_order_acquire))
+            atomic_store(&sched.foreign_spawner, true);
         lock_acquire(&sched.lock);
         globrunq_put(gp);
         lock_release(&sched.lock);
@@ -737,6 +740,7 @@ static void checkdead(void) {
     if (atomic_load(&sched.runq_size) > 0 || any_runq_nonempty()) return;
     if (timers_earliest() != 0) return;
     if (atomic_load(&sched.ngoroutines) == 0) return;
+    if (atomic_load(&sched.foreign_spawner)) return;
     diag_deadlock();
 }
 

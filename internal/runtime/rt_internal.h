@@ -239,6 +239,10 @@ struct m {
 typedef struct sched_state {
     rt_lock lock;
     _Atomic bool started;          /* rt_main has begun */
+    /* A thread that is not an M spawned after start: it may spawn again at
+     * any time, so "every M idle" no longer proves a deadlock (as Go with
+     * cgo threads calling in). */
+    _Atomic bool foreign_spawner;
     int gomaxprocs;
     p *allp;                       /* array of gomaxprocs Ps */
 

@@ -23,7 +23,8 @@
  *      free goroutine stacks (gfree_scavenge).
  *
  * Cost.  sysmon sleeps 20 µs between checks while things happen, doubling
- * up to 10 ms when nothing needs it; when every P is idle it parks on a note
+ * up to 2 ms while any P runs (10 ms when only blocking calls are out)
+ * when nothing needs it; when every P is idle it parks on a note
  * until startm()/rt_blocking_enter() wake it, so an idle process has no
  * periodic wakeups at all.
  */
@@ -39,6 +40,9 @@
 enum {
     SYSMON_MIN_DELAY_US = 20,
     SYSMON_MAX_DELAY_US = 10000,
+    /* While goroutines run, look at least this often, so a CPU-bound
+     * goroutine is noticed within FORCE_PREEMPT_NS + 2 ms, not + 10 ms. */
+    SYSMON_BUSY_MAX_DELAY_US = 2000,
     SYSMON_IDLE_BEFORE_BACKOFF = 50,
 };
 #define FORCE_PREEMPT_NS (10 * RT_MILLISECOND)
@@ -129,7 +133,9 @@ static void *sysmon_main(void *arg) {
     int64_t last_scavenge = rt_nanotime();
     for (;;) {
         if (idle_rounds > SYSMON_IDLE_BEFORE_BACKOFF) delay_us *= 2;
-        if (delay_us > SYSMON_MAX_DELAY_US) delay_us = SYSMON_MAX_DELAY_US;
+        int64_t cap = atomic_load(&sched.npidle) < sched.gomaxprocs ? SYSMON_BUSY_MAX_DELAY_US
+                                                                    : SYSMON_MAX_DELAY_US;
+        if (delay_us > cap) delay_us = cap;
         struct timespec ts = { 0, (long)(delay_us * 1000) };
         nanosleep(&ts, NULL);
 
