@@ -120,8 +120,18 @@ static inline unsigned char *chan_slot(rt_chan *c, size_t i) {
 /* Copy one element to dst (NULL: discard) from src (NULL: a zero value). */
 static inline void chan_elem_copy(rt_chan *c, void *dst, const void *src) {
     if (dst == NULL || c->elem_size == 0) return;
-    if (src == NULL) memset(dst, 0, c->elem_size);
-    else memcpy(dst, src, c->elem_size);
+    if (src == NULL) {
+        memset(dst, 0, c->elem_size);
+        return;
+    }
+    /* Word-sized elements (ints, pointers) are the common case: copy them
+     * inline rather than through a call to memcpy. */
+    switch (c->elem_size) {
+    case 4: memcpy(dst, src, 4); return;
+    case 8: memcpy(dst, src, 8); return;
+    case 16: memcpy(dst, src, 16); return;
+    default: memcpy(dst, src, c->elem_size); return;
+    }
 }
 
 static inline void chan_elem_zero(rt_chan *c, void *dst) {

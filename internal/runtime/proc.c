@@ -175,10 +175,9 @@ static void mcall_on_g0(void *arg) {
 
 /* Save the current goroutine and run fn(gp, arg) on the scheduler stack.
  * Returns when the goroutine is next resumed (maybe on another M). */
-static void mcall(mcall_fn fn, void *arg) {
-    g *gp = getg();
+static void mcall(g *gp, mcall_fn fn, void *arg) {
     g_enter(gp);      /* g0 code needs the P; sysmon must not take it now */
-    m *mp = getm();
+    m *mp = gp->m;
     mp->mcall_fn = fn;
     mp->mcall_arg = arg;
     san_before_switch(mp, &gp->asan_fake_stack, NULL);
@@ -944,7 +943,7 @@ void gopark(park_unlock_fn unlockf, void *arg, wait_reason reason) {
     atomic_store_explicit(&gp->wait_reason, reason, memory_order_relaxed);
     atomic_store_explicit(&gp->wait_since, coarse_now(), memory_order_relaxed);
     park_args pa = { unlockf, arg };
-    mcall(park_m, &pa);
+    mcall(gp, park_m, &pa);
 }
 
 static bool unlock_rt_lock(g *gp, void *l) {
@@ -993,11 +992,12 @@ static void gosched_m(g *gp, void *arg) {
 }
 
 void rt_yield(void) {
-    if (!getg()) {
+    g *gp = getg();
+    if (!gp) {
         os_yield();
         return;
     }
-    mcall(gosched_m, NULL);
+    mcall(gp, gosched_m, NULL);
 }
 
 static void goexit0(g *gp, void *arg) {
@@ -1079,6 +1079,7 @@ static void exitsyscall(g *gp) {
             mp->p = oldp;
             atomic_store_explicit(&oldp->m, mp, memory_order_relaxed);
             atomic_store_explicit(&gp->status, G_RUNNING, memory_order_relaxed);
+            gp->m = mp;
             return;
         }
     }
@@ -1088,7 +1089,7 @@ static void exitsyscall(g *gp) {
     if (pp) {
         acquirep(mp, pp);
         atomic_store_explicit(&gp->status, G_RUNNING, memory_order_relaxed);
-        sysmon_wake();
+        gp->m = mp;
         return;
     }
     /* No P anywhere: wait in the global queue; this M goes idle.  A raw
@@ -1100,15 +1101,9 @@ static void exitsyscall(g *gp) {
     san_after_switch(gp->asan_fake_stack);
 }
 
-p *g_enter(g *gp) {
-    atomic_store_explicit(&gp->in_runtime,
-                          atomic_load_explicit(&gp->in_runtime, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
-    atomic_signal_fence(memory_order_seq_cst);
-    m *mp = getm();
-    if (rt_likely(mp->p != NULL)) return mp->p;
+p *g_enter_slow(g *gp) {
     exitsyscall(gp);
-    return getm()->p;
+    return gp->m->p;
 }
 
 /* Give up the P as a blocking call does.  On the goroutine's own thread,

@@ -315,7 +315,16 @@ void wakep(void);
  * first if it was handed off while the goroutine ran without it, which may
  * move the goroutine to another M.  Returns the P.  Pair with g_leave.
  */
-p *g_enter(g *gp);
+p *g_enter_slow(g *gp);
+static inline p *g_enter(g *gp) {
+    atomic_store_explicit(&gp->in_runtime,
+                          atomic_load_explicit(&gp->in_runtime, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    atomic_signal_fence(memory_order_seq_cst);
+    /* gp->m is the M running gp (set by execute), so no thread-local read. */
+    p *pp = gp->m->p;
+    return rt_likely(pp != NULL) ? pp : g_enter_slow(gp);
+}
 static inline void g_leave(g *gp) {
     atomic_signal_fence(memory_order_seq_cst);
     atomic_store_explicit(&gp->in_runtime,
@@ -389,6 +398,12 @@ void diag_init(void);                          /* signal handlers, SIGQUIT threa
 void diag_thread_init(m *mp);                  /* per-M alternate signal stack */
 void diag_dump_all(int fd);                    /* the goroutine dump */
 _Noreturn void diag_deadlock(void);
+
+/* --------------------------------------------------------------- netpoll.c */
+
+/* Goroutines parked on network I/O.  The poller thread (not an M) may still
+ * make them runnable, so while this is > 0 no deadlock can be declared. */
+int64_t netpoll_waiters(void);
 
 /* --------------------------------------------------------------- sanitizers */
 
