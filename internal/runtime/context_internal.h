@@ -9,6 +9,12 @@
  * timers — so it must not block: typically it takes the operation's own
  * lock, removes the goroutine from its wait list if it is still there, and
  * goready()s it with the error.
+ *
+ * Locks (see context.c): a context's lock is a leaf, so ctx_watch may be
+ * called while holding any runtime lock.  fn is called with no context
+ * lock held; it must not block, and must not call ctx_unwatch on its own
+ * waiter.  ctx_unwatch may wait for a running fn, so it must not be called
+ * while holding a lock that fn takes.
  */
 #ifndef LEDGERD_CONTEXT_INTERNAL_H
 #define LEDGERD_CONTEXT_INTERNAL_H
@@ -34,8 +40,12 @@ int ctx_watch(rt_context *ctx, ctx_waiter *w);
 /*
  * Unregister w.  Returns true if it was removed before firing; false if fn
  * has run (or is running — ctx_unwatch waits until it has returned, so the
- * caller may free w afterwards either way).
+ * caller may free w afterwards either way).  A w that is not registered
+ * (ctx NULL or background, or ctx_watch returned an error) gives true.
  */
 bool ctx_unwatch(rt_context *ctx, ctx_waiter *w);
+
+/* Context nodes allocated and not yet freed (tests: leak checks). */
+int64_t ctx_live_count(void);
 
 #endif /* LEDGERD_CONTEXT_INTERNAL_H */

@@ -730,17 +730,26 @@ static bool any_runq_nonempty(void) {
     return false;
 }
 
-/* Deadlock check, under sched.lock, by an M about to sleep with nothing to
- * do: if no M is running and nothing (timer, queue) can make a goroutine
- * runnable again, every goroutine is blocked forever. */
-static void checkdead(void) {
+/*
+ * Deadlock check, under sched.lock, by an M that has just put itself on the
+ * idle list: if no M is running and nothing (timer, queue) can make a
+ * goroutine runnable again, every goroutine is blocked forever — unless a
+ * thread that is not an M spawns one.  Such a thread may not have spawned
+ * yet (a program that starts worker threads feeding goroutines), so the
+ * verdict is only a suspicion here: stopm sleeps DEADLOCK_GRACE_NS and
+ * reports the deadlock only if it still holds and nothing was spawned
+ * meanwhile (next_goid unchanged).
+ */
+#define DEADLOCK_GRACE_NS (100 * RT_MILLISECOND)
+
+static bool checkdead(void) {
     int32_t running = sched.mcount - sched.nmidle;
-    if (running > 0) return;
-    if (atomic_load(&sched.runq_size) > 0 || any_runq_nonempty()) return;
-    if (timers_earliest() != 0) return;
-    if (atomic_load(&sched.ngoroutines) == 0) return;
-    if (atomic_load(&sched.foreign_spawner)) return;
-    diag_deadlock();
+    if (running > 0) return false;
+    if (atomic_load(&sched.runq_size) > 0 || any_runq_nonempty()) return false;
+    if (timers_earliest() != 0) return false;
+    if (atomic_load(&sched.ngoroutines) == 0) return false;
+    if (atomic_load(&sched.foreign_spawner)) return false;
+    return true;
 }
 
 /*
@@ -761,20 +770,33 @@ static p *stopm(m *mp, int64_t until) {
             timed = true;
         }
         mput(mp);
-        checkdead();
+        bool suspect = checkdead();
+        uint64_t spawned = atomic_load(&sched.next_goid);
         lock_release(&sched.lock);
 
         bool woken = true;
-        if (timed) {
+        if (suspect) {
+            woken = note_timed_sleep(&mp->park, DEADLOCK_GRACE_NS);
+        } else if (timed) {
             int64_t left = until - rt_nanotime();
             woken = note_timed_sleep(&mp->park, left > 0 ? left : 0);
+        } else {
+            note_sleep(&mp->park);
         }
-        else note_sleep(&mp->park);
 
         lock_acquire(&sched.lock);
+        if (suspect && !woken && checkdead() && atomic_load(&sched.next_goid) == spawned)
+            diag_deadlock();   /* still idle, nothing changed: report */
         if (sched.timer_sleeper == mp) {
             sched.timer_sleeper = NULL;
             atomic_store(&sched.timer_sleep_until, 0);
+        }
+        if (suspect && !woken && mget_specific(mp)) {
+            /* The suspicion passed: sleep again, re-checking. */
+            lock_release(&sched.lock);
+            note_clear(&mp->park);
+            until = timers_earliest();
+            continue;
         }
         if (!woken && mget_specific(mp)) {
             /* Timed out while still idle: take an idle P to run the timers. */

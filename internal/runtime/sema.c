@@ -85,12 +85,40 @@
  * poller).  Waking goroutines from such a thread relies on goready working
  * there, as rt_go does.
  *
+ * Abandoning a wait (sema_acquire_ctx)
+ * -------------------------------------
+ * A waiter bounded by a context and/or a deadline registers a ctx_waiter
+ * and arms a timer (both before it first queues) and parks like any other.
+ * Whichever of the three comes first wakes it, and the root lock decides:
+ *
+ *   sema_release  dequeues the sudog under the root lock, as always (and
+ *                 with handoff takes the count for it: ticket = 1);
+ *   cancel/timer  take the root lock, record the error (the first one
+ *                 wins), and if the sudog is still queued remove it
+ *                 (root_remove), fix nwait and goready it.  If it is not
+ *                 queued they only record the error: either the waiter is
+ *                 running (it checks the error under the root lock before
+ *                 queueing again) or a release has dequeued it and will
+ *                 ready it.
+ *
+ * So exactly one party readies the goroutine.  Woken, the waiter keeps a
+ * count it was handed (ticket) or can take (try_acquire) and returns
+ * success even if the context is done by then — a count, once consumed,
+ * is never given back — otherwise it returns the recorded error, or queues
+ * again.  It returns RT_OK if and only if it decremented *addr.  Finally
+ * ctx_unwatch and timer_del wait for a losing fn still running, so the
+ * wait record on its stack may go.  root_remove walks the address's FIFO
+ * (singly linked), O(position); timeouts are the slow path.
+ *
  * Lock order: a root lock (or a notify-list lock) is level 2 in
  * rt_internal.h.  It is never held while calling goready, and no other
  * runtime lock is taken under it.
  */
 #include "sema_internal.h"
 
+#include "context_internal.h"
+
+#include <string.h>
 #include <time.h>
 
 #define SEMTAB_SIZE 251u
@@ -211,6 +239,24 @@ static sudog *root_dequeue(sema_root *root, const void *addr) {
     return s;
 }
 
+/* Remove s from wherever it is queued on its address; false if it is not
+ * queued (a release dequeued it, or it never was). */
+static bool root_remove(sema_root *root, sudog *s) {
+    sudog *h = find_head(root, s->addr);
+    if (h == NULL) return false;
+    if (h == s) {
+        (void)root_dequeue(root, s->addr);
+        return true;
+    }
+    sudog *prev = h;
+    while (prev->waitlink != NULL && prev->waitlink != s) prev = prev->waitlink;
+    if (prev->waitlink != s) return false;
+    prev->waitlink = s->waitlink;
+    if (wait_tail(h) == s) set_wait_tail(h, prev == h ? NULL : prev);
+    s->waitlink = NULL;
+    return true;
+}
+
 static void sudog_init(sudog *s, g *gp, const void *addr) {
     *s = (sudog){ .g = gp, .addr = addr };
 }
@@ -241,6 +287,108 @@ void sema_acquire(_Atomic uint32_t *addr, bool lifo, wait_reason reason) {
          * the count for us (handoff).  Otherwise compete for it again. */
         if (s.ticket != 0 || sema_try_acquire(addr)) return;
     }
+}
+
+/* A wait that a context or a deadline can abandon (see the top). */
+typedef struct sema_ctx_wait {
+    sudog s;
+    sema_root *root;
+    _Atomic int err;           /* first abandon reason; set under root lock */
+    ctx_waiter w;
+    timer t;
+} sema_ctx_wait;
+
+static void sema_wait_abandon(sema_ctx_wait *sw, int err) {
+    sema_root *root = sw->root;
+    lock_acquire(&root->lock);
+    int none = 0;
+    atomic_compare_exchange_strong(&sw->err, &none, err);
+    bool removed = root_remove(root, &sw->s);
+    g *gp = sw->s.g;
+    if (removed) atomic_fetch_sub(&root->nwait, 1);
+    lock_release(&root->lock);
+    if (removed) goready(gp);                  /* nobody else will */
+}
+
+static void sema_ctx_fire(ctx_waiter *w, int err) { sema_wait_abandon(w->arg, err); }
+
+static void sema_timer_fire(void *arg, int64_t now) {
+    (void)now;
+    sema_wait_abandon(arg, RT_ETIMEDOUT);
+}
+
+static int acquire_by_polling_ctx(_Atomic uint32_t *addr, rt_context *ctx, int64_t deadline) {
+    unsigned iter = 0;
+    for (;;) {
+        if (sema_try_acquire(addr)) return RT_OK;
+        int err = rt_context_err(ctx);
+        if (err != 0) return err;
+        if (deadline != 0 && rt_nanotime() >= deadline) return RT_ETIMEDOUT;
+        backoff(&iter);
+    }
+}
+
+int sema_acquire_ctx(_Atomic uint32_t *addr, bool lifo, wait_reason reason,
+                     rt_context *ctx, int64_t deadline) {
+    if (sema_try_acquire(addr)) return RT_OK;
+    if ((ctx == NULL || ctx == rt_context_background()) && deadline == 0) {
+        sema_acquire(addr, lifo, reason);
+        return RT_OK;
+    }
+    int err = rt_context_err(ctx);
+    if (err != 0) return err;
+    if (deadline != 0 && rt_nanotime() >= deadline) return RT_ETIMEDOUT;
+    g *gp = getg();
+    if (gp == NULL) return acquire_by_polling_ctx(addr, ctx, deadline);
+
+    sema_ctx_wait sw;
+    memset(&sw, 0, sizeof sw);
+    sema_root *root = root_for(addr);
+    sw.root = root;
+    sw.s.g = gp;
+    sw.s.addr = addr;
+    sw.w.fn = sema_ctx_fire;
+    sw.w.arg = &sw;
+    err = ctx_watch(ctx, &sw.w);
+    if (err != 0) return err;
+    if (deadline != 0) {
+        sw.t.fn = sema_timer_fire;
+        sw.t.arg = &sw;
+        timer_add(&sw.t, deadline);
+    }
+
+    int rc;
+    for (;;) {
+        lock_acquire(&root->lock);
+        atomic_fetch_add(&root->nwait, 1);     /* seq_cst: see the header */
+        if (sema_try_acquire(addr)) {
+            atomic_fetch_sub(&root->nwait, 1);
+            lock_release(&root->lock);
+            rc = RT_OK;
+            break;
+        }
+        rc = atomic_load(&sw.err);
+        if (rc != 0) {                         /* abandoned while running */
+            atomic_fetch_sub(&root->nwait, 1);
+            lock_release(&root->lock);
+            break;
+        }
+        sudog_init(&sw.s, gp, addr);
+        root_enqueue(root, &sw.s, lifo);
+        goparkunlock(&root->lock, reason);
+        /* Readied by a release (which dequeued us; ticket != 0: it took
+         * the count for us) or by an abandon (which removed us).  A count
+         * we can have is ours either way. */
+        if (sw.s.ticket != 0 || sema_try_acquire(addr)) {
+            rc = RT_OK;
+            break;
+        }
+        rc = atomic_load(&sw.err);
+        if (rc != 0) break;
+    }
+    (void)ctx_unwatch(ctx, &sw.w);             /* wait out a late fn */
+    if (deadline != 0) (void)timer_del(&sw.t);
+    return rc;
 }
 
 void sema_release(_Atomic uint32_t *addr, bool handoff) {

@@ -27,6 +27,17 @@
  */
 void sema_acquire(_Atomic uint32_t *addr, bool lifo, wait_reason reason);
 
+/*
+ * sema_acquire that can be abandoned: when ctx (NULL: background) is done,
+ * or at the absolute deadline (rt_nanotime(); 0: none), it stops waiting
+ * and returns the context's error or RT_ETIMEDOUT without having touched
+ * *addr.  Returns RT_OK if and only if it decremented *addr — including
+ * when a release handed it the count as the context was being cancelled.
+ * An already-done ctx or past deadline still takes a count that is there.
+ */
+int sema_acquire_ctx(_Atomic uint32_t *addr, bool lifo, wait_reason reason,
+                     rt_context *ctx, int64_t deadline);
+
 /* Decrement *addr if it is > 0, without blocking; true if it did. */
 bool sema_try_acquire(_Atomic uint32_t *addr);
 

@@ -40,6 +40,39 @@
  * in starvation mode the waiter count is >= 1 whenever the mutex is unlocked
  * and waiting to be handed off (the throw below checks it).
  *
+ * Giving up (rt_mutex_lock_ctx, rt_mutex_lock_timeout; Go has no such API).
+ * The slow path is lockSlow's loop with sema_acquire_ctx in place of
+ * sema_acquire.  When that returns an error the goroutine holds no
+ * semaphore count but is still counted in the waiter field, and must
+ * leave it without breaking the two accounts unlock relies on:
+ *
+ *   normal mode     every goroutine parked on (or heading for) m->sema is
+ *                   either counted in waiters or has a count on its way in
+ *                   m->sema (unlock converts one waiter into one count and
+ *                   sets WOKEN).  So: if waiters > 0, decrement it (CAS)
+ *                   and return the error; the mutex is as if we had never
+ *                   queued.  If waiters == 0, an unlock has already turned
+ *                   our place into a count: wait for it (plain
+ *                   sema_acquire — the unlock is between its CAS and its
+ *                   release, so this is short), then carry on as a woken
+ *                   waiter (WOKEN is ours): the loop takes the mutex if it
+ *                   is free, or queues again, and sema_acquire_ctx then
+ *                   fails at once and we leave through this path again.
+ *   starvation      waiters counts every waiter; an unlock hands the mutex
+ *                   to one of them with the count (LOCKED clear until the
+ *                   receiver sets it).  If we are the last waiter and the
+ *                   mutex is unlocked, that handoff is ours: take it
+ *                   (sema_acquire, then the usual handoff path) and return
+ *                   success — the mutex was handed to us.  Otherwise
+ *                   decrement waiters, and if we were the last one (the
+ *                   mutex is then locked) clear STARVING too, since unlock
+ *                   in starvation mode expects a waiter to hand off to.
+ *
+ * A goroutine woken with a count (normal mode) whose context is done by
+ * then still takes the mutex if it is free; otherwise it queues, fails at
+ * once and leaves as above.  So success means the mutex is held, and an
+ * error means it is not and the state word is as if we had never come.
+ *
  * Spinning: only while the mutex is locked in normal mode, at most
  * ACTIVE_SPIN rounds of proc_yield(ACTIVE_SPIN_CNT), and only if another P
  * is running (so the holder may release soon) and this P has nothing else
@@ -189,6 +222,96 @@ __attribute__((noinline)) static void mutex_lock_slow(rt_mutex *mu) {
         awoke = true;
         iter = 0;
     }
+}
+
+/* How mutex_leave_waiters left the waiter count. */
+typedef enum mutex_leave {
+    MUTEX_LEFT,          /* decremented: we are gone */
+    MUTEX_WAKEUP_OURS,   /* a wakeup (count on m->sema) is on its way to us */
+} mutex_leave;
+
+/* Leave the waiter count after sema_acquire_ctx gave up (see the top). */
+static mutex_leave mutex_leave_waiters(rt_mutex *mu) {
+    int32_t old = mutex_load(mu);
+    for (;;) {
+        int32_t waiters = mutex_waiters(old);
+        int32_t new_state;
+        if (old & MUTEX_STARVING) {
+            if (waiters == 0) rt_throw("sync: inconsistent mutex state");
+            if (!(old & MUTEX_LOCKED) && waiters == 1) return MUTEX_WAKEUP_OURS;
+            new_state = old - MUTEX_WAITER_ONE;
+            if (waiters == 1) new_state &= ~MUTEX_STARVING;
+        } else {
+            if (waiters == 0) return MUTEX_WAKEUP_OURS;
+            new_state = old - MUTEX_WAITER_ONE;
+        }
+        if (mutex_cas(mu, &old, new_state)) return MUTEX_LEFT;
+    }
+}
+
+/* mutex_lock_slow that gives up when ctx is done or at deadline (0: none).
+ * Returns RT_OK with the mutex held, or the error with it not held. */
+__attribute__((noinline)) static int mutex_lock_slow_ctx(rt_mutex *mu, rt_context *ctx,
+                                                         int64_t deadline) {
+    int64_t wait_start = 0;
+    bool starving = false;
+    bool awoke = false;
+    int iter = 0;
+    int32_t old = mutex_load(mu);
+    for (;;) {
+        if ((old & (MUTEX_LOCKED | MUTEX_STARVING)) == MUTEX_LOCKED && mutex_can_spin(iter)) {
+            if (!awoke && !(old & MUTEX_WOKEN) && mutex_waiters(old) != 0 &&
+                mutex_cas(mu, &old, old | MUTEX_WOKEN))
+                awoke = true;
+            proc_yield(ACTIVE_SPIN_CNT);
+            iter++;
+            old = mutex_load(mu);
+            continue;
+        }
+        int32_t new_state = mutex_next_state(old, starving, awoke);
+        if (!mutex_cas(mu, &old, new_state)) continue;   /* old reloaded */
+        if (!(old & (MUTEX_LOCKED | MUTEX_STARVING))) return RT_OK;   /* got it */
+
+        bool requeue = wait_start != 0;
+        if (wait_start == 0) wait_start = rt_nanotime();
+        int rc = sema_acquire_ctx(&mu->sema, requeue, WAIT_MUTEX, ctx, deadline);
+        if (rc != RT_OK) {
+            if (mutex_leave_waiters(mu) == MUTEX_LEFT) return rc;
+            sema_acquire(&mu->sema, false, WAIT_MUTEX);   /* ours, and imminent */
+        }
+        starving = starving || rt_nanotime() - wait_start > STARVATION_NS;
+        old = mutex_load(mu);
+        if (old & MUTEX_STARVING) {
+            mutex_take_handoff(mu, old, starving);
+            return RT_OK;
+        }
+        awoke = true;
+        iter = 0;
+    }
+}
+
+int rt_mutex_lock_ctx(rt_context *ctx, rt_mutex *mu) {
+    if (ctx == NULL || ctx == rt_context_background()) {
+        rt_mutex_lock(mu);
+        return RT_OK;
+    }
+    /* A done context wins when it is checked first: no attempt at all. */
+    int err = rt_context_err(ctx);
+    if (err != 0) return err;
+    int32_t unlocked = 0;
+    if (rt_likely(atomic_compare_exchange_strong_explicit(
+            &mu->state, &unlocked, MUTEX_LOCKED, memory_order_acquire, memory_order_relaxed)))
+        return RT_OK;
+    return mutex_lock_slow_ctx(mu, ctx, 0);
+}
+
+int rt_mutex_lock_timeout(rt_mutex *mu, int64_t timeout) {
+    /* Try first, so that a timeout <= 0 is a trylock. */
+    if (rt_mutex_trylock(mu)) return RT_OK;
+    if (timeout <= 0) return RT_ETIMEDOUT;
+    int64_t deadline;
+    if (__builtin_add_overflow(rt_nanotime(), timeout, &deadline)) deadline = INT64_MAX;
+    return mutex_lock_slow_ctx(mu, NULL, deadline);
 }
 
 void rt_mutex_lock(rt_mutex *mu) {

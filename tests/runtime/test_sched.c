@@ -456,12 +456,13 @@ static void test_many_parked_goroutines(void) {
     int64_t base = rt_num_goroutine();
     for (long i = 0; i < n; i++) CHECK_EQ(rt_go(parked, NULL), RT_OK);
     rt_waitgroup_wait(&parked_wg);
-    CHECK_EQ(rt_num_goroutine(), base + n);
+    /* Goroutines of earlier tests may finish meanwhile: bound, not equal. */
+    CHECK(rt_num_goroutine() >= n && rt_num_goroutine() <= base + n);
     rt_waitgroup_add(&parked_wg, (int)n);
     rt_chan_close(parked_release);
     rt_waitgroup_wait(&parked_wg);
     for (int i = 0; i < 1000 && rt_num_goroutine() > base; i++) rt_sleep(RT_MILLISECOND);
-    CHECK_EQ(rt_num_goroutine(), base);
+    CHECK(rt_num_goroutine() <= base);
     rt_chan_release(parked_release);
 }
 
