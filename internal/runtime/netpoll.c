@@ -30,11 +30,16 @@
  *     - shutdown(2), getsockname/getpeername: direct, from the goroutine.
  *     - listen, dial, close: on the poller.
  *
- *   Direct system calls on a connection's fd are safe because the fd is
- *   closed (uv_close, on the poller) only after the last goroutine inside a
- *   call on the connection has left: every API call holds a reference, the
- *   user holds one until rt_conn_close, and the close command is submitted
- *   when the count reaches zero.  close_cb frees the memory.
+ *   Three counts govern a connection's (and a listener's) life:
+ *     urefs  the user's references (rt_conn_retain/release; close drops one).
+ *            The last one closes the connection.
+ *     ops    the fd's users: 1 while open, plus one per API call in
+ *            progress.  A call enters only while ops > 0 (else RT_ECLOSED),
+ *            so direct system calls never meet a closed or reused fd; the
+ *            close command (uv_close, on the poller) is submitted when ops
+ *            drops to 0: closed, and no call inside.
+ *     mrefs  the memory: one for all user references, one for the poller's
+ *            handle (dropped by close_cb).  Freed at 0.
  *
  * Waiting.  A goroutine that must wait publishes an np_waiter (on its own
  * stack) in its object's slot under the object's rt_lock, and parks with
@@ -75,6 +80,30 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
+
+#if defined(RT_TSAN)
+#include <sys/syscall.h>
+/*
+ * ThreadSanitizer tracks file descriptors through its libc interceptors, but
+ * libuv closes them with a raw close system call, which it cannot see; a
+ * descriptor number reused afterwards then looks like a race with the old
+ * socket's last use.  So TSan is told to ignore libuv's libc calls, and our
+ * own calls on libuv-owned descriptors bypass the interceptors too.  (Memory
+ * is still checked: the handoffs between goroutines and the poller go
+ * through our own atomics and rt_locks, which TSan sees.)
+ */
+const char *__tsan_default_suppressions(void);
+const char *__tsan_default_suppressions(void) { return "called_from_lib:libuv.so.1\n"; }
+#define fd_send(fd, b, n, fl) syscall(SYS_sendto, (fd), (b), (n), (fl), NULL, 0)
+#define fd_shutdown(fd, how) syscall(SYS_shutdown, (fd), (how))
+#define fd_getsockname(fd, a, l) syscall(SYS_getsockname, (fd), (a), (l))
+#define fd_getpeername(fd, a, l) syscall(SYS_getpeername, (fd), (a), (l))
+#else
+#define fd_send send
+#define fd_shutdown shutdown
+#define fd_getsockname getsockname
+#define fd_getpeername getpeername
+#endif
 
 /* Buffered unread bytes above which the poller stops reading a connection. */
 #define NP_RBUF_MAX ((size_t)64 * 1024)
@@ -147,8 +176,10 @@ typedef union np_addr {
 struct rt_conn {
     uv_tcp_t h;                   /* first: the poller casts handles back */
     np_cmd cmd_read, cmd_write, cmd_close, cmd_connect;
-    _Atomic int32_t refs;         /* user's (until close) + calls in progress */
-    int fd;                       /* valid once open; closed only at refs 0 */
+    _Atomic int32_t urefs;        /* user references */
+    _Atomic int32_t ops;          /* open (1) + calls in progress */
+    _Atomic int32_t mrefs;        /* users (as one) + the poller's handle */
+    int fd;                       /* valid once open; closed only at ops 0 */
     bool h_open;                  /* poller: h initialised (uv_close needed) */
     bool reading;                 /* poller: uv_read_start is on */
 
@@ -178,7 +209,7 @@ struct rt_conn {
 struct rt_listener {
     uv_tcp_t h;
     np_cmd cmd_listen, cmd_resume, cmd_close;
-    _Atomic int32_t refs;
+    _Atomic int32_t urefs, ops, mrefs;   /* as rt_conn's */
     bool h_open;
     int backlog;
     np_addr addr;
@@ -434,21 +465,25 @@ static rt_conn *conn_alloc(void) {
     c->cmd_write = (np_cmd){ NULL, c, OP_CONN_WRITE };
     c->cmd_close = (np_cmd){ NULL, c, OP_CONN_CLOSE };
     c->cmd_connect = (np_cmd){ NULL, c, OP_CONN_CONNECT };
-    atomic_init(&c->refs, 1);
+    atomic_init(&c->urefs, 1);
+    atomic_init(&c->ops, 1);
+    atomic_init(&c->mrefs, 2);
     return c;
 }
 
-static void conn_free(rt_conn *c) {
-    free(c->rbuf);
-    free(c);
+static void conn_mput(rt_conn *c) {
+    if (atomic_fetch_sub_explicit(&c->mrefs, 1, memory_order_acq_rel) == 1) {
+        free(c->rbuf);
+        free(c);
+    }
 }
 
-static void conn_close_cb(uv_handle_t *h) { conn_free((rt_conn *)h); }
+static void conn_close_cb(uv_handle_t *h) { conn_mput((rt_conn *)h); }
 
-/* Poller: no goroutine can reach c any more. */
+/* Poller, OP_CONN_CLOSE: closed, and no call is inside. */
 static void conn_close_now(rt_conn *c) {
     if (!c->h_open) {
-        conn_free(c);
+        conn_mput(c);
         return;
     }
     uv_close((uv_handle_t *)&c->h, conn_close_cb);   /* cancels a write in flight */
@@ -597,7 +632,11 @@ static void op_connect(rt_conn *c) {
 
 /* ---------------------------------------------------- listeners (poller) */
 
-static void listener_close_cb(uv_handle_t *h) { free((rt_listener *)h); }
+static void listener_mput(rt_listener *l) {
+    if (atomic_fetch_sub_explicit(&l->mrefs, 1, memory_order_acq_rel) == 1) free(l);
+}
+
+static void listener_close_cb(uv_handle_t *h) { listener_mput((rt_listener *)h); }
 
 /* Accept one pending connection into l's queue. */
 static void accept_one(rt_listener *l) {
@@ -610,7 +649,7 @@ static void accept_one(rt_listener *l) {
         r = uv_accept((uv_stream_t *)&l->h, (uv_stream_t *)&c->h);
     }
     if (r != 0) {
-        if (c) conn_close_now(c);
+        if (c) rt_conn_release(c);
         lock_acquire(&l->lock);
         if (!tried) l->paused = true;   /* retried by the next rt_accept */
         l->aerr = map_uv(r, &l->oserr);
@@ -685,10 +724,10 @@ static void op_listen_close(rt_listener *l) {
         rt_conn *c = l->q[l->qhead];
         l->qhead = (l->qhead + 1) % NP_ACCEPTQ;
         l->qlen--;
-        conn_close_now(c);
+        rt_conn_release(c);
     }
     if (l->h_open) uv_close((uv_handle_t *)&l->h, listener_close_cb);
-    else free(l);
+    else listener_mput(l);
 }
 
 static void np_dispatch(np_cmd *cmd) {
@@ -705,16 +744,73 @@ static void np_dispatch(np_cmd *cmd) {
 
 /* ------------------------------------------------------ references */
 
-static void conn_ref(rt_conn *c) { atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed); }
-
-static void conn_unref(rt_conn *c) {
-    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1) np_submit(&c->cmd_close);
+/* An API call starts using c's fd: only while it is open. */
+static bool conn_enter(rt_conn *c) {
+    int32_t v = atomic_load_explicit(&c->ops, memory_order_relaxed);
+    do {
+        if (v == 0) return false;
+    } while (!atomic_compare_exchange_weak_explicit(&c->ops, &v, v + 1, memory_order_acquire,
+                                                    memory_order_relaxed));
+    return true;
 }
 
-static void listener_ref(rt_listener *l) { atomic_fetch_add_explicit(&l->refs, 1, memory_order_relaxed); }
+static void conn_exit(rt_conn *c) {
+    if (atomic_fetch_sub_explicit(&c->ops, 1, memory_order_acq_rel) == 1) np_submit(&c->cmd_close);
+}
 
-static void listener_unref(rt_listener *l) {
-    if (atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) == 1) np_submit(&l->cmd_close);
+/* Mark c closed and wake its waiters; true for the first call. */
+static bool conn_mark_closed(rt_conn *c) {
+    lock_acquire(&c->lock);
+    bool first = !c->closed;
+    c->closed = true;
+    wake_slot_locked(&c->rwait);
+    wake_slot_locked(&c->wwait);
+    lock_release(&c->lock);
+    if (first) conn_exit(c);   /* the "open" count */
+    return first;
+}
+
+void rt_conn_retain(rt_conn *c) { atomic_fetch_add_explicit(&c->urefs, 1, memory_order_relaxed); }
+
+void rt_conn_release(rt_conn *c) {
+    if (!c) return;
+    if (atomic_fetch_sub_explicit(&c->urefs, 1, memory_order_acq_rel) == 1) {
+        conn_mark_closed(c);
+        conn_mput(c);
+    }
+}
+
+static bool listener_enter(rt_listener *l) {
+    int32_t v = atomic_load_explicit(&l->ops, memory_order_relaxed);
+    do {
+        if (v == 0) return false;
+    } while (!atomic_compare_exchange_weak_explicit(&l->ops, &v, v + 1, memory_order_acquire,
+                                                    memory_order_relaxed));
+    return true;
+}
+
+static void listener_exit(rt_listener *l) {
+    if (atomic_fetch_sub_explicit(&l->ops, 1, memory_order_acq_rel) == 1) np_submit(&l->cmd_close);
+}
+
+static bool listener_mark_closed(rt_listener *l) {
+    lock_acquire(&l->lock);
+    bool first = !l->closed;
+    l->closed = true;
+    wake_slot_locked(&l->await);
+    lock_release(&l->lock);
+    if (first) listener_exit(l);
+    return first;
+}
+
+void rt_listener_retain(rt_listener *l) { atomic_fetch_add_explicit(&l->urefs, 1, memory_order_relaxed); }
+
+void rt_listener_release(rt_listener *l) {
+    if (!l) return;
+    if (atomic_fetch_sub_explicit(&l->urefs, 1, memory_order_acq_rel) == 1) {
+        listener_mark_closed(l);
+        listener_mput(l);
+    }
 }
 
 /* ---------------------------------------------------------- addresses */
@@ -774,7 +870,9 @@ int rt_listen(rt_listener **out, const char *host, int port, int backlog) {
     l->cmd_listen = (np_cmd){ NULL, l, OP_LISTEN };
     l->cmd_resume = (np_cmd){ NULL, l, OP_LISTEN_RESUME };
     l->cmd_close = (np_cmd){ NULL, l, OP_LISTEN_CLOSE };
-    atomic_init(&l->refs, 2);   /* the user's and this call's */
+    atomic_init(&l->urefs, 1);
+    atomic_init(&l->ops, 2);     /* open, and this call */
+    atomic_init(&l->mrefs, 2);
     l->addr = a;
     l->backlog = backlog > 0 ? backlog : SOMAXCONN;
 
@@ -787,16 +885,11 @@ int rt_listen(rt_listener **out, const char *host, int port, int backlog) {
         lock_acquire(&l->lock);
     }
     rc = l->listen_err;
-    if (rc) l->closed = true;
     lock_release(&l->lock);
-    if (rc) {
-        listener_unref(l);
-        listener_unref(l);
-        return rc;
-    }
-    listener_unref(l);
-    *out = l;
-    return RT_OK;
+    if (rc) rt_listener_close(l);
+    else *out = l;
+    listener_exit(l);
+    return rc;
 }
 
 int rt_listener_port(rt_listener *l) { return l ? l->port : RT_EINVAL; }
@@ -805,7 +898,7 @@ int rt_accept_ctx(rt_context *ctx, rt_listener *l, rt_conn **out) {
     if (!l || !out) return RT_EINVAL;
     *out = NULL;
     if (!getg()) return RT_ESTATE;
-    listener_ref(l);
+    if (!listener_enter(l)) return RT_ECLOSED;
     np_waiter w;
     waiter_init(&w, &l->lock, &l->await);
     int rc = waiter_watch(&w, ctx);
@@ -838,7 +931,7 @@ int rt_accept_ctx(rt_context *ctx, rt_listener *l, rt_conn **out) {
     rt_mutex_unlock(&l->amu);
 out:
     waiter_unwatch(&w);
-    listener_unref(l);
+    listener_exit(l);
     return rc;
 }
 
@@ -846,16 +939,9 @@ int rt_accept(rt_listener *l, rt_conn **out) { return rt_accept_ctx(NULL, l, out
 
 int rt_listener_close(rt_listener *l) {
     if (!l) return RT_EINVAL;
-    lock_acquire(&l->lock);
-    if (l->closed) {
-        lock_release(&l->lock);
-        return RT_ECLOSED;
-    }
-    l->closed = true;
-    wake_slot_locked(&l->await);
-    lock_release(&l->lock);
-    listener_unref(l);
-    return RT_OK;
+    bool first = listener_mark_closed(l);
+    rt_listener_release(l);
+    return first ? RT_OK : RT_ECLOSED;
 }
 
 /* ---------------------------------------------------------------- dial */
@@ -873,7 +959,7 @@ int rt_dial_ctx(rt_context *ctx, rt_conn **out, const char *host, int port) {
     rt_conn *c = conn_alloc();
     if (!c) return RT_ENOMEM;
     c->addr = a;
-    conn_ref(c);   /* this call's */
+    conn_enter(c);   /* this call */
     np_waiter w;
     waiter_init(&w, &c->lock, &c->wwait);
     rc = waiter_watch(&w, ctx);
@@ -892,15 +978,12 @@ int rt_dial_ctx(rt_context *ctx, rt_conn **out, const char *host, int port) {
             waiter_park(&w, 0);
             lock_acquire(&c->lock);
         }
-        if (rc) c->closed = true;
         lock_release(&c->lock);
         waiter_unwatch(&w);
-    } else {
-        c->closed = true;
     }
-    if (rc) conn_unref(c);   /* the user's: the connection goes away */
+    if (rc) rt_conn_close(c);   /* nobody else has it: it goes away */
     else *out = c;
-    conn_unref(c);
+    conn_exit(c);
     return rc;
 }
 
@@ -911,7 +994,7 @@ int rt_dial(rt_conn **out, const char *host, int port) { return rt_dial_ctx(NULL
 static int64_t conn_read(rt_context *ctx, rt_conn *c, void *buf, size_t len) {
     if (!c || (!buf && len)) return RT_EINVAL;
     if (!getg()) return RT_ESTATE;
-    conn_ref(c);
+    if (!conn_enter(c)) return RT_ECLOSED;
     np_waiter w;
     waiter_init(&w, &c->lock, &c->rwait);
     int64_t rc = waiter_watch(&w, ctx);
@@ -958,7 +1041,7 @@ static int64_t conn_read(rt_context *ctx, rt_conn *c, void *buf, size_t len) {
     rt_mutex_unlock(&c->rmu);
 out:
     waiter_unwatch(&w);
-    conn_unref(c);
+    conn_exit(c);
     return rc;
 }
 
@@ -983,7 +1066,7 @@ static int write_blocked_err(rt_conn *c, np_waiter *w) {
 static int conn_write(rt_context *ctx, rt_conn *c, const char *buf, size_t len) {
     if (!c || (!buf && len)) return RT_EINVAL;
     if (!getg()) return RT_ESTATE;
-    conn_ref(c);
+    if (!conn_enter(c)) return RT_ECLOSED;
     np_waiter w;
     waiter_init(&w, &c->lock, &c->wwait);
     int rc = waiter_watch(&w, ctx);
@@ -1004,7 +1087,7 @@ static int conn_write(rt_context *ctx, rt_conn *c, const char *buf, size_t len) 
         }
         lock_release(&c->lock);
         if (off == len) break;
-        ssize_t n = send(c->fd, buf + off, len - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+        ssize_t n = fd_send(c->fd, buf + off, len - off, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (n > 0) {
             off += (size_t)n;
             continue;
@@ -1046,7 +1129,7 @@ static int conn_write(rt_context *ctx, rt_conn *c, const char *buf, size_t len) 
     rt_mutex_unlock(&c->wmu);
 out:
     waiter_unwatch(&w);
-    conn_unref(c);
+    conn_exit(c);
     return rc;
 }
 
@@ -1059,7 +1142,7 @@ int rt_conn_write_ctx(rt_context *ctx, rt_conn *c, const void *buf, size_t len) 
 int rt_conn_shutdown_write(rt_conn *c) {
     if (!c) return RT_EINVAL;
     if (!getg()) return RT_ESTATE;
-    conn_ref(c);
+    if (!conn_enter(c)) return RT_ECLOSED;
     rt_mutex_lock(&c->wmu);
     np_waiter w;
     waiter_init(&w, &c->lock, &c->wwait);
@@ -1074,14 +1157,14 @@ int rt_conn_shutdown_write(rt_conn *c) {
         } else {
             c->wshut = true;
             lock_release(&c->lock);
-            rc = shutdown(c->fd, SHUT_WR) == 0 ? RT_OK : map_errno(errno, &c->oserr);
+            rc = fd_shutdown(c->fd, SHUT_WR) == 0 ? RT_OK : map_errno(errno, &c->oserr);
             break;
         }
         lock_release(&c->lock);
         break;
     }
     rt_mutex_unlock(&c->wmu);
-    conn_unref(c);
+    conn_exit(c);
     return rc;
 }
 
@@ -1107,17 +1190,9 @@ int rt_conn_set_write_deadline(rt_conn *c, int64_t deadline) {
 
 int rt_conn_close(rt_conn *c) {
     if (!c) return RT_EINVAL;
-    lock_acquire(&c->lock);
-    if (c->closed) {
-        lock_release(&c->lock);
-        return RT_ECLOSED;
-    }
-    c->closed = true;
-    wake_slot_locked(&c->rwait);
-    wake_slot_locked(&c->wwait);
-    lock_release(&c->lock);
-    conn_unref(c);
-    return RT_OK;
+    bool first = conn_mark_closed(c);
+    rt_conn_release(c);
+    return first ? RT_OK : RT_ECLOSED;
 }
 
 int rt_conn_oserror(rt_conn *c) {
@@ -1130,12 +1205,12 @@ int rt_conn_oserror(rt_conn *c) {
 
 static int conn_addr(rt_conn *c, char *buf, size_t len, bool peer) {
     if (!c || !buf) return RT_EINVAL;
-    conn_ref(c);
+    if (!conn_enter(c)) return RT_ECLOSED;
     np_addr a;
     socklen_t al = sizeof a;
-    int r = peer ? getpeername(c->fd, &a.sa, &al) : getsockname(c->fd, &a.sa, &al);
+    int r = peer ? (int)fd_getpeername(c->fd, &a.sa, &al) : (int)fd_getsockname(c->fd, &a.sa, &al);
     int rc = r == 0 ? format_addr(&a, buf, len) : map_errno(errno, NULL);
-    conn_unref(c);
+    conn_exit(c);
     return rc;
 }
 

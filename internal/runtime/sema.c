@@ -113,6 +113,16 @@
  * Lock order: a root lock (or a notify-list lock) is level 2 in
  * rt_internal.h.  It is never held while calling goready, and no other
  * runtime lock is taken under it.
+ *
+ * Preemption: sysmon may take the P away from a goroutine running outside
+ * the runtime (in_runtime == 0); the goroutine keeps running and takes a P
+ * back at its next g_enter, which may park it in the global run queue if no
+ * P is free.  gopark does g_enter, so a waiter that took the root lock
+ * without being in the runtime could be parked *holding the lock* while
+ * other threads spin or sleep on it.  The waiting paths therefore g_enter
+ * before taking the lock (the nested g_enter in gopark is then the cheap
+ * path) and g_leave after waking.  Release paths never call g_enter with a
+ * lock held (goready runs after the unlock), so they need nothing.
  */
 #include "sema_internal.h"
 
@@ -272,21 +282,23 @@ void sema_acquire(_Atomic uint32_t *addr, bool lifo, wait_reason reason) {
     }
     sema_root *root = root_for(addr);
     sudog s;
+    g_enter(gp);   /* keep the P from here to the park: see the header */
     for (;;) {
         lock_acquire(&root->lock);
         atomic_fetch_add(&root->nwait, 1);     /* seq_cst: see the header */
         if (sema_try_acquire(addr)) {
             atomic_fetch_sub(&root->nwait, 1);
             lock_release(&root->lock);
-            return;
+            break;
         }
         sudog_init(&s, gp, addr);
         root_enqueue(root, &s, lifo);
         goparkunlock(&root->lock, reason);
         /* Woken by sema_release, which dequeued s.  ticket != 0: it took
          * the count for us (handoff).  Otherwise compete for it again. */
-        if (s.ticket != 0 || sema_try_acquire(addr)) return;
+        if (s.ticket != 0 || sema_try_acquire(addr)) break;
     }
+    g_leave(gp);
 }
 
 /* A wait that a context or a deadline can abandon (see the top). */
@@ -445,16 +457,17 @@ static void wait_ticket_by_polling(rt_cond *c, uint32_t ticket) {
 }
 
 void notify_list_wait(rt_cond *c, uint32_t ticket) {
+    g *gp = getg();
+    if (gp == NULL) {
+        wait_ticket_by_polling(c, ticket);
+        return;
+    }
     rt_lock *l = notify_lock(c);
+    g_enter(gp);   /* keep the P from here to the park: see the header */
     lock_acquire(l);
     if (ticket_less(ticket, atomic_load_explicit(&c->notify_ticket, memory_order_relaxed))) {
         lock_release(l);                       /* already notified */
-        return;
-    }
-    g *gp = getg();
-    if (gp == NULL) {
-        lock_release(l);
-        wait_ticket_by_polling(c, ticket);
+        g_leave(gp);
         return;
     }
     sudog s;
@@ -464,6 +477,7 @@ void notify_list_wait(rt_cond *c, uint32_t ticket) {
     else c->head = &s;
     c->tail = &s;
     goparkunlock(l, WAIT_COND);
+    g_leave(gp);
 }
 
 void notify_list_notify_all(rt_cond *c) {

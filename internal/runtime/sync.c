@@ -159,7 +159,11 @@ static bool mutex_can_spin(int iter) {
                    atomic_load_explicit(&sched.nmspinning, memory_order_relaxed);
     if (sched.gomaxprocs <= idle + 1) return false;
     m *mp = getm();
-    return mp != NULL && mp->p != NULL && run_queue_empty(mp->p);
+    if (mp == NULL) return false;
+    /* One read: sysmon's preemption signal may clear mp->p on this thread
+     * at any moment (a stale P is harmless here: Ps are never freed). */
+    p *pp = *(p *volatile *)&mp->p;
+    return pp != NULL && run_queue_empty(pp);
 }
 
 /* The state to CAS in for one attempt of lock_slow (Go's lockSlow body). */

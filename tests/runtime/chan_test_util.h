@@ -16,7 +16,7 @@
 #include <sys/mman.h>
 
 /* The goroutine dump as a malloc'd NUL-terminated string. */
-static char *ctu_dump(void) {
+static inline char *ctu_dump(void) {
     int fd = memfd_create("rt-dump", 0);
     CHECK(fd >= 0);
     CHECK_EQ(rt_dump_goroutines(fd), RT_OK);
@@ -31,7 +31,7 @@ static char *ctu_dump(void) {
 }
 
 /* How many goroutines are parked with wait reason `state` ("chan send"). */
-static int ctu_count_in_state(const char *state) {
+static inline int ctu_count_in_state(const char *state) {
     char needle[64];
     snprintf(needle, sizeof needle, "[%s,", state);
     char *text = ctu_dump();
@@ -41,7 +41,7 @@ static int ctu_count_in_state(const char *state) {
     return n;
 }
 
-static bool ctu_in_state(uint64_t goid, const char *state) {
+static inline bool ctu_in_state(uint64_t goid, const char *state) {
     char needle[96];
     snprintf(needle, sizeof needle, "goroutine %llu [%s,", (unsigned long long)goid, state);
     char *text = ctu_dump();
@@ -53,7 +53,7 @@ static bool ctu_in_state(uint64_t goid, const char *state) {
 #define CTU_WAIT_LIMIT (60 * RT_SECOND)
 
 /* Poll until goroutine goid is parked in `state` (fails after a minute). */
-static void ctu_wait_parked(uint64_t goid, const char *state) {
+static inline void ctu_wait_parked(uint64_t goid, const char *state) {
     int64_t deadline = rt_nanotime() + CTU_WAIT_LIMIT;
     while (!ctu_in_state(goid, state)) {
         CHECK(rt_nanotime() < deadline);
@@ -62,7 +62,7 @@ static void ctu_wait_parked(uint64_t goid, const char *state) {
 }
 
 /* Poll until at least n goroutines are parked in `state`. */
-static void ctu_wait_count(const char *state, int n) {
+static inline void ctu_wait_count(const char *state, int n) {
     int64_t deadline = rt_nanotime() + CTU_WAIT_LIMIT;
     while (ctu_count_in_state(state) < n) {
         CHECK(rt_nanotime() < deadline);
@@ -71,7 +71,7 @@ static void ctu_wait_count(const char *state, int n) {
 }
 
 /* Make a channel or fail the test. */
-static rt_chan *ctu_make(size_t elem_size, size_t cap) {
+static inline rt_chan *ctu_make(size_t elem_size, size_t cap) {
     rt_chan *c = NULL;
     CHECK_EQ(rt_chan_make(&c, elem_size, cap), RT_OK);
     CHECK(c != NULL);

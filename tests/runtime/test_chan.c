@@ -19,9 +19,12 @@ static void test_make_errors(void) {
     c = (rt_chan *)0x1;
     CHECK_EQ(rt_chan_make(&c, 8, SIZE_MAX / 8), RT_EINVAL);       /* > PTRDIFF_MAX */
     CHECK(c == NULL);
+#if !defined(LEDGERD_SANITIZER)
+    /* (Sanitizer allocators abort on such sizes instead of failing.) */
     c = (rt_chan *)0x1;
     CHECK_EQ(rt_chan_make(&c, 1024, (size_t)1 << 44), RT_ENOMEM); /* 16 PiB */
     CHECK(c == NULL);
+#endif
     CHECK_EQ(rt_chan_make(NULL, 8, 1), RT_EINVAL);
 
     /* The limits themselves are fine. */

@@ -317,7 +317,18 @@ int rt_sleep_ctx(rt_context *ctx, int64_t ns);
  * per direction (absolute rt_nanotime(); 0 = none), as Go's
  * SetReadDeadline; an operation past its deadline returns RT_ETIMEDOUT.
  * Closing a connection or listener wakes every goroutine blocked on it with
- * RT_ECLOSED.  Must be called from goroutines.
+ * RT_ECLOSED.  Must be called from goroutines (close, release and the
+ * deadline setters may be called from any thread).
+ *
+ * Lifetime: a connection or listener is reference counted, like a channel.
+ * rt_dial / rt_accept / rt_listen return one reference; rt_*_close closes
+ * and drops the caller's reference; rt_*_release drops one (closing it if
+ * it was the last).  A goroutine that may still call into a connection that
+ * another goroutine closes — a reader loop stopped by a close elsewhere,
+ * Go's usual shutdown pattern — holds its own reference (retain before
+ * handing it over, release when done): calls on a closed connection then
+ * return RT_ECLOSED.  The memory goes when the last reference is dropped and
+ * no call is in progress.
  */
 typedef struct rt_listener rt_listener;
 typedef struct rt_conn rt_conn;
@@ -328,7 +339,9 @@ int rt_listen(rt_listener **out, const char *host, int port, int backlog);
 int rt_listener_port(rt_listener *l);
 int rt_accept(rt_listener *l, rt_conn **out);
 int rt_accept_ctx(rt_context *ctx, rt_listener *l, rt_conn **out);
-int rt_listener_close(rt_listener *l);       /* and frees it once no call uses it */
+int rt_listener_close(rt_listener *l);       /* RT_ECLOSED if already closed */
+void rt_listener_retain(rt_listener *l);
+void rt_listener_release(rt_listener *l);
 
 int rt_dial(rt_conn **out, const char *host, int port);
 int rt_dial_ctx(rt_context *ctx, rt_conn **out, const char *host, int port);
@@ -343,7 +356,9 @@ int rt_conn_write_ctx(rt_context *ctx, rt_conn *c, const void *buf, size_t len);
 int rt_conn_set_read_deadline(rt_conn *c, int64_t deadline);
 int rt_conn_set_write_deadline(rt_conn *c, int64_t deadline);
 int rt_conn_shutdown_write(rt_conn *c);      /* half-close: peer reads EOF */
-int rt_conn_close(rt_conn *c);               /* and frees it once no call uses it */
+int rt_conn_close(rt_conn *c);               /* RT_ECLOSED if already closed */
+void rt_conn_retain(rt_conn *c);
+void rt_conn_release(rt_conn *c);
 /* The OS errno behind the last RT_ESYS on this connection (0 if none). */
 int rt_conn_oserror(rt_conn *c);
 /* "ip:port" of the peer / local end into buf; RT_EINVAL if it does not fit. */
