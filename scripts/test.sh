@@ -107,7 +107,7 @@ for cfg in "${configs[@]}"; do
     "$name" "$npass" "$nfail" $((t1 - t0)) $((t2 - t1)))")
   failed_tests=$(sed -n '/The following tests FAILED:/,$p' "$out" | grep -E '^\s+[0-9]+ - ' || true)
   if [[ -n "$failed_tests" ]]; then
-    while IFS= read -r l; do summary+=("           $l"); done <<<"$failed_tests"
+    while IFS= read -r l; do summary+=("           ${l#"${l%%[![:space:]]*}"}"); done <<<"$failed_tests"
   fi
 done
 

@@ -83,7 +83,9 @@
  * notify_list_wait then poll with backoff; the count / ticket protocol makes
  * that correct (a release that wakes nobody leaves its count for the
  * poller).  Waking goroutines from such a thread relies on goready working
- * there, as rt_go does.
+ * there, as rt_go does.  Such a thread, once seen on a slow path, turns the
+ * deadlock detector off (note_plain_thread), as a spawning one does: the
+ * runtime cannot tell whether it will wake a goroutine later.
  *
  * Abandoning a wait (sema_acquire_ctx)
  * -------------------------------------
@@ -175,7 +177,21 @@ static void backoff(unsigned *iter) {
     }
 }
 
+/*
+ * A thread that is not an M takes part in goroutine synchronisation: it may
+ * wake goroutines at any time, so "every M idle" no longer proves a
+ * deadlock.  Same policy (and flag) as for plain threads that spawn.  Only
+ * the slow paths can notice; a plain thread that only ever holds a mutex
+ * uncontended while goroutines wait for it is not seen.
+ */
+static void note_plain_thread(void) {
+    if (getm() == NULL && atomic_load_explicit(&sched.started, memory_order_acquire) &&
+        !atomic_load_explicit(&sched.foreign_spawner, memory_order_relaxed))
+        atomic_store(&sched.foreign_spawner, true);
+}
+
 static void acquire_by_polling(_Atomic uint32_t *addr) {
+    note_plain_thread();
     unsigned iter = 0;
     while (!sema_try_acquire(addr)) backoff(&iter);
 }
@@ -330,6 +346,7 @@ static void sema_timer_fire(void *arg, int64_t now) {
 }
 
 static int acquire_by_polling_ctx(_Atomic uint32_t *addr, rt_context *ctx, int64_t deadline) {
+    note_plain_thread();
     unsigned iter = 0;
     for (;;) {
         if (sema_try_acquire(addr)) return RT_OK;
@@ -370,6 +387,7 @@ int sema_acquire_ctx(_Atomic uint32_t *addr, bool lifo, wait_reason reason,
     }
 
     int rc;
+    g_enter(gp);   /* keep the P from here to the park: see the header */
     for (;;) {
         lock_acquire(&root->lock);
         atomic_fetch_add(&root->nwait, 1);     /* seq_cst: see the header */
@@ -398,6 +416,7 @@ int sema_acquire_ctx(_Atomic uint32_t *addr, bool lifo, wait_reason reason,
         rc = atomic_load(&sw.err);
         if (rc != 0) break;
     }
+    g_leave(gp);
     (void)ctx_unwatch(ctx, &sw.w);             /* wait out a late fn */
     if (deadline != 0) (void)timer_del(&sw.t);
     return rc;
@@ -419,6 +438,7 @@ void sema_release(_Atomic uint32_t *addr, bool handoff) {
     if (s == NULL) return;
 
     if (s->ticket != 0) rt_throw("corrupted semaphore ticket");
+    if (getg() == NULL) note_plain_thread();
     bool handed = handoff && sema_try_acquire(addr);
     if (handed) s->ticket = 1;
     goready(s->g);                             /* s is the waiter's from here */
@@ -452,6 +472,7 @@ uint32_t notify_list_add(rt_cond *c) {
 }
 
 static void wait_ticket_by_polling(rt_cond *c, uint32_t ticket) {
+    note_plain_thread();
     unsigned iter = 0;
     while (!ticket_less(ticket, atomic_load(&c->notify_ticket))) backoff(&iter);
 }

@@ -397,6 +397,50 @@ static void test_write_deadline(void) {
     rt_conn_close(s);
 }
 
+/* A write that timed out may leave a chunk with the poller; the next write
+ * must follow it, not overtake it: the stream stays a prefix of what was
+ * written, in order. */
+static void test_write_timeout_keeps_order(void) {
+    rt_conn *c, *s;
+    ntu_pair("127.0.0.1", &c, &s);
+    size_t big = 32u << 20;
+    unsigned char *buf = malloc(big);
+    CHECK(buf != NULL);
+    for (size_t i = 0; i < big; i++) buf[i] = (unsigned char)(i % 251);
+    CHECK_EQ(rt_conn_set_write_deadline(c, rt_nanotime() + 50 * RT_MILLISECOND), RT_OK);
+    CHECK_EQ(rt_conn_write(c, buf, big), RT_ETIMEDOUT);
+    CHECK_EQ(rt_conn_set_write_deadline(c, 0), RT_OK);
+    /* The first write's fate is unknown (as in Go): some prefix of buf went
+     * out, maybe with a chunk still queued.  A marker written now must come
+     * after all of it.  Its bytes (251..255) never occur in the pattern. */
+    static const unsigned char marker[5] = { 0xff, 0xfe, 0xfd, 0xfc, 0xfb };
+    CHECK_EQ(rt_conn_write(c, marker, sizeof marker), RT_OK);
+    CHECK_EQ(rt_conn_shutdown_write(c), RT_OK);
+    size_t got = 0, mk = 0;
+    static unsigned char rb[65536];
+    for (;;) {
+        int64_t n = rt_conn_read(s, rb, sizeof rb);
+        CHECK(n >= 0);
+        if (n == 0) break;
+        for (int64_t i = 0; i < n; i++) {
+            if (mk == 0 && rb[i] < 251) {
+                CHECK_EQ(rb[i], got % 251);
+                got++;
+            } else {
+                CHECK(mk < sizeof marker);
+                CHECK_EQ(rb[i], marker[mk]);
+                mk++;
+            }
+        }
+    }
+    CHECK_EQ(mk, sizeof marker);
+    CHECK(got > 0 && got < big);
+    fprintf(stderr, "      %zu of %zu bytes went out before the deadline, in order\n", got, big);
+    free(buf);
+    rt_conn_close(c);
+    rt_conn_close(s);
+}
+
 /* ================================================== large write, slow reader */
 
 static struct {
@@ -800,6 +844,7 @@ static int run(void *arg) {
     RUN(test_read_deadline);
     RUN(test_read_deadline_changed_while_parked);
     RUN(test_write_deadline);
+    RUN(test_write_timeout_keeps_order);
     RUN(test_large_write_slow_reader);
     RUN(test_close_wakes_reader_and_writer);
     RUN(test_listener_close_wakes_accept);

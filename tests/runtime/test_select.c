@@ -92,6 +92,40 @@ static void test_zero_cases_default(void) {
     CHECK_EQ(rt_select(none, 0, true), -1);
 }
 
+/* select with a default works on a plain thread (no goroutine, no M). */
+static void *foreign_select_fn(void *arg) {
+    rt_chan **cc = arg;
+    long hits[2] = { 0, 0 };
+    bool good = rt_goid() == 0;
+    for (int i = 0; i < 200; i++) {
+        int a = -1, b = -1, one = 1;
+        rt_select_case cases[2] = { RT_RECV_CASE(cc[0], &a), RT_RECV_CASE(cc[1], &b) };
+        int k = rt_select(cases, 2, true);
+        good = good && (k == 0 || k == 1) && (k == 0 ? a : b) == 1 && cases[k].recv_ok;
+        if (k >= 0) {
+            hits[k]++;
+            good = good && rt_chan_try_send(cc[k], &one);   /* keep it ready */
+        }
+    }
+    int sink;
+    rt_select_case none[1] = { RT_RECV_CASE(cc[2], &sink) };
+    good = good && rt_select(none, 1, true) == -1 && hits[0] > 0 && hits[1] > 0;
+    return (void *)(uintptr_t)good;
+}
+
+static void test_select_outside_goroutine(void) {
+    rt_chan *cc[3] = { ctu_make(sizeof(int), 1), ctu_make(sizeof(int), 1), ctu_make(sizeof(int), 0) };
+    int one = 1;
+    rt_chan_send(cc[0], &one);
+    rt_chan_send(cc[1], &one);
+    pthread_t t;
+    CHECK_EQ(pthread_create(&t, NULL, foreign_select_fn, cc), 0);
+    void *res = NULL;
+    CHECK_EQ(pthread_join(t, &res), 0);
+    CHECK(res == (void *)1);
+    for (int i = 0; i < 3; i++) rt_chan_release(cc[i]);
+}
+
 /* A closed channel: receive cases proceed with recv_ok false, zeroed. */
 static void test_closed_recv_case(void) {
     rt_chan *c = ctu_make(sizeof(int64_t), 2);
@@ -579,6 +613,7 @@ static int run(void *arg) {
     RUN(test_default);
     RUN(test_nil_cases);
     RUN(test_zero_cases_default);
+    RUN(test_select_outside_goroutine);
     RUN(test_closed_recv_case);
     RUN(test_fairness_chi_square);
     RUN(test_same_channel_twice);
