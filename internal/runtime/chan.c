@@ -48,6 +48,10 @@
  *   enqueues it and parks with goparkunlock(&c->lock): the lock is released
  *   only after the goroutine's context is saved, so a waker that finds the
  *   sudog under the lock always finds a goroutine that is really parked.
+ *   It parks pinned to its P (in_runtime, g_enter): an operation that finds
+ *   it must wait while unpinned lets go of the lock, pins itself and starts
+ *   over (chan_g_pinned explains why), so the common, non-waiting paths pay
+ *   nothing for it.
  *
  *   The waker (the partner operation, or close) dequeues the sudog under the
  *   lock and copies the element directly to or from the sleeper's memory —
@@ -252,10 +256,9 @@ void chan_recv_from_waiter(rt_chan *c, sudog *sg, void *dst,
 
 /* ------------------------------------------------------------------ send */
 
-/* Block until a receiver takes the value at src.  Lock held on entry;
- * released by the park. */
-static void chan_send_wait(rt_chan *c, const void *src) {
-    g *gp = chan_current_g("chan send");
+/* Block until a receiver takes the value at src.  Lock held on entry (and
+ * gp pinned to its P); released by the park. */
+static void chan_send_wait(rt_chan *c, g *gp, const void *src) {
     sudog mysg;
     chan_sudog_init(&mysg, gp, c, (void *)src);
     gp->waiting = &mysg;
@@ -304,7 +307,15 @@ static bool chan_send(rt_chan *c, const void *src, bool block) {
         lock_release(&c->lock);
         return false;
     }
-    chan_send_wait(c, src);
+    g *gp = chan_current_g("chan send");
+    if (!chan_g_pinned(gp)) {
+        lock_release(&c->lock);
+        g_enter(gp);
+        (void)chan_send(c, src, true);   /* again, pinned: see chan_g_pinned */
+        g_leave(gp);
+        return true;
+    }
+    chan_send_wait(c, gp, src);
     return true;
 }
 
@@ -320,8 +331,7 @@ bool rt_chan_try_send(rt_chan *c, const void *elem) {
 
 /* Block until a sender or close arrives; returns whether a value was
  * received.  Lock held on entry; released by the park. */
-static bool chan_recv_wait(rt_chan *c, void *dst) {
-    g *gp = chan_current_g("chan receive");
+static bool chan_recv_wait(rt_chan *c, g *gp, void *dst) {
     sudog mysg;
     chan_sudog_init(&mysg, gp, c, dst);
     gp->waiting = &mysg;
@@ -386,7 +396,15 @@ static bool chan_recv(rt_chan *c, void *dst, bool block, bool *received) {
         lock_release(&c->lock);
         return false;
     }
-    *received = chan_recv_wait(c, dst);
+    g *gp = chan_current_g("chan receive");
+    if (!chan_g_pinned(gp)) {
+        lock_release(&c->lock);
+        g_enter(gp);
+        (void)chan_recv(c, dst, true, received);   /* again, pinned */
+        g_leave(gp);
+        return true;
+    }
+    *received = chan_recv_wait(c, gp, dst);
     return true;
 }
 

@@ -235,10 +235,6 @@ static struct {
     uv_loop_t loop;
     uv_async_t async;
     _Atomic(np_cmd *) cmdq;
-    uv_prepare_t prepare;         /* flush `ready` before libuv may block */
-    uv_check_t check;             /* flush `ready` after the poll phase */
-    g **ready;                    /* poller only: goroutines to make runnable */
-    size_t nready, ready_cap;
     char rbuf[NP_READ_SIZE];      /* poller thread only */
 } np = { .once = PTHREAD_ONCE_INIT };
 
@@ -313,50 +309,6 @@ static void wake_locked(np_waiter *w, int64_t result) {
 
 static void wake_slot_locked(np_waiter **slot) {
     if (*slot) wake_locked(*slot, NP_RETRY);
-}
-
-/*
- * The poller's wakeups are deferred to the end of the loop phase (see
- * np_flush_ready): the waiter leaves its slot at once, under the lock, so
- * no other waker can touch it, but goready() runs once per batch.  Readying
- * a burst together lets the scheduler's wakeup rationing (one spinning M at
- * a time) work, instead of waking an M per callback that may go back to
- * sleep before the next one.
- */
-static void pwake_locked(np_waiter *w, int64_t result) {
-    *w->slot = NULL;
-    w->result = result;
-    if (np.nready == np.ready_cap) {
-        size_t cap = np.ready_cap ? np.ready_cap * 2 : 256;
-        g **grown = realloc(np.ready, cap * sizeof *grown);
-        if (!grown) {   /* no room to defer: ready it now */
-            goready(w->gp);
-            return;
-        }
-        np.ready = grown;
-        np.ready_cap = cap;
-    }
-    np.ready[np.nready++] = w->gp;
-}
-
-static void pwake_slot_locked(np_waiter **slot) {
-    if (*slot) pwake_locked(*slot, NP_RETRY);
-}
-
-static void np_flush_ready(void) {
-    size_t n = np.nready;
-    np.nready = 0;
-    for (size_t i = 0; i < n; i++) goready(np.ready[i]);
-}
-
-static void np_prepare_cb(uv_prepare_t *h) {
-    (void)h;
-    np_flush_ready();
-}
-
-static void np_check_cb(uv_check_t *h) {
-    (void)h;
-    np_flush_ready();
 }
 
 static void waiter_timer_fire(void *arg, int64_t now) {
@@ -479,10 +431,6 @@ static void *np_thread(void *arg) {
 static void np_init_once(void) {
     int r = uv_loop_init(&np.loop);
     if (r == 0) r = uv_async_init(&np.loop, &np.async, np_async_cb);
-    if (r == 0) r = uv_prepare_init(&np.loop, &np.prepare);
-    if (r == 0) r = uv_prepare_start(&np.prepare, np_prepare_cb);
-    if (r == 0) r = uv_check_init(&np.loop, &np.check);
-    if (r == 0) r = uv_check_start(&np.check, np_check_cb);
     if (r != 0) {
         np.init_err = map_uv(r, NULL);
         return;
@@ -582,7 +530,7 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         c->rerr = nread == UV_EOF ? NP_EOF : map_uv((int)nread, &c->oserr);
         uv_read_stop(s);
         c->reading = false;
-        pwake_slot_locked(&c->rwait);
+        wake_slot_locked(&c->rwait);
         lock_release(&c->lock);
         return;
     }
@@ -591,7 +539,7 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     if (w) {
         off = n < w->len ? n : w->len;
         memcpy(w->buf, buf->base, off);
-        pwake_locked(w, (int64_t)off);
+        wake_locked(w, (int64_t)off);
     }
     if (off < n && !ring_put(c, buf->base + off, n - off)) {
         c->rerr = RT_ENOMEM;
@@ -632,7 +580,7 @@ static void write_cb(uv_write_t *req, int status) {
     c->wflight = false;
     c->wpend = NULL;
     if (status < 0 && !c->werr) c->werr = map_uv(status, &c->oserr);
-    pwake_slot_locked(&c->wwait);
+    wake_slot_locked(&c->wwait);
     lock_release(&c->lock);
     free(wc);
 }
@@ -657,7 +605,7 @@ static void connect_cb(uv_connect_t *req, int status) {
     lock_acquire(&c->lock);
     c->dial_done = true;
     c->dial_err = status == 0 ? RT_OK : map_uv(status, &c->oserr);
-    pwake_slot_locked(&c->wwait);
+    wake_slot_locked(&c->wwait);
     lock_release(&c->lock);
 }
 
@@ -677,7 +625,7 @@ static void op_connect(rt_conn *c) {
         lock_acquire(&c->lock);
         c->dial_done = true;
         c->dial_err = map_uv(r, &c->oserr);
-        pwake_slot_locked(&c->wwait);
+        wake_slot_locked(&c->wwait);
         lock_release(&c->lock);
     }
 }
@@ -705,7 +653,7 @@ static void accept_one(rt_listener *l) {
         lock_acquire(&l->lock);
         if (!tried) l->paused = true;   /* retried by the next rt_accept */
         l->aerr = map_uv(r, &l->oserr);
-        pwake_slot_locked(&l->await);
+        wake_slot_locked(&l->await);
         lock_release(&l->lock);
         return;
     }
@@ -713,7 +661,7 @@ static void accept_one(rt_listener *l) {
     lock_acquire(&l->lock);
     l->q[(l->qhead + l->qlen) % NP_ACCEPTQ] = c;
     l->qlen++;
-    pwake_slot_locked(&l->await);
+    wake_slot_locked(&l->await);
     lock_release(&l->lock);
 }
 
@@ -722,7 +670,7 @@ static void connection_cb(uv_stream_t *server, int status) {
     lock_acquire(&l->lock);
     if (status < 0) {
         l->aerr = map_uv(status, &l->oserr);
-        pwake_slot_locked(&l->await);
+        wake_slot_locked(&l->await);
         lock_release(&l->lock);
         return;
     }
@@ -757,7 +705,7 @@ static void op_listen(rt_listener *l) {
     l->listen_done = true;
     l->listen_err = r == 0 ? RT_OK : map_uv(r, &l->oserr);
     l->port = port;
-    pwake_slot_locked(&l->await);
+    wake_slot_locked(&l->await);
     lock_release(&l->lock);
 }
 

@@ -703,6 +703,83 @@ static void test_ping_pong(void) {
     rt_chan_release(pp.pong);
 }
 
+/* ------------------------------------------------------------- preemption */
+
+/*
+ * Goroutines that compute without calling the runtime for longer than
+ * sysmon's preemption limit (10 ms) lose their P, then must park in a
+ * receive, while pollers hammer the same channel's lock (a select with a
+ * default always locks).  A goroutine that parked holding the channel lock
+ * while it waited for a P back would leave the pollers spinning on that
+ * lock with every P: this test would hang.
+ */
+typedef struct hog_test {
+    rt_chan *c, *other, *done;
+    long rounds;
+    int hogs;
+    _Atomic long received;
+    _Atomic int pollers_stop;
+} hog_test;
+
+static __attribute__((noinline)) uint64_t busy_compute(uint64_t x, int64_t ns) {
+    int64_t until = rt_nanotime() + ns;
+    while (rt_nanotime() < until)
+        for (int i = 0; i < 100; i++) x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    return x;
+}
+
+static void hog_fn(void *arg) {
+    hog_test *h = arg;
+    uint64_t x = 1;
+    for (long i = 0; i < h->rounds; i++) {
+        x = busy_compute(x, 15 * RT_MILLISECOND);
+        long v = 0;
+        if (i % 2) {
+            int sink;
+            rt_select_case cases[2] = { RT_RECV_CASE(h->c, &v), RT_RECV_CASE(NULL, &sink) };
+            CHECK_EQ(rt_select(cases, 2, false), 0);
+        } else {
+            CHECK(rt_chan_recv(h->c, &v));
+        }
+        CHECK_EQ(v, 7);
+        atomic_fetch_add(&h->received, 1);
+    }
+    rt_chan_send(h->done, NULL);
+}
+
+static void poller_fn(void *arg) {
+    hog_test *h = arg;
+    long seven = 7, sink;
+    while (!atomic_load(&h->pollers_stop)) {
+        rt_select_case cases[2] = { RT_SEND_CASE(h->c, &seven), RT_RECV_CASE(h->other, &sink) };
+        (void)rt_select(cases, 2, true);
+    }
+    rt_chan_send(h->done, NULL);
+}
+
+static void test_preempted_goroutines_block(void) {
+    static hog_test h;
+    int procs = rt_gomaxprocs();
+    h.hogs = 2 * procs;
+    h.rounds = SCALED(12);
+    if (h.rounds < 4) h.rounds = 4;
+    h.c = ctu_make(sizeof(long), 0);
+    h.other = ctu_make(sizeof(long), 0);
+    int pollers = 2 * procs;   /* more than the Ps: never an idle P */
+    h.done = ctu_make(0, (size_t)(h.hogs + pollers));
+    atomic_store(&h.received, 0);
+    atomic_store(&h.pollers_stop, 0);
+    for (int i = 0; i < pollers; i++) CHECK_EQ(rt_go(poller_fn, &h), RT_OK);
+    for (int i = 0; i < h.hogs; i++) CHECK_EQ(rt_go(hog_fn, &h), RT_OK);
+    for (int i = 0; i < h.hogs; i++) rt_chan_recv(h.done, NULL);
+    atomic_store(&h.pollers_stop, 1);
+    for (int i = 0; i < pollers; i++) rt_chan_recv(h.done, NULL);
+    CHECK_EQ(atomic_load(&h.received), h.hogs * h.rounds);
+    rt_chan_release(h.c);
+    rt_chan_release(h.other);
+    rt_chan_release(h.done);
+}
+
 /* ------------------------------------------------------------ fatal errors */
 
 static int child_send_closed(void *arg) {
@@ -837,6 +914,7 @@ static int run(void *arg) {
     RUN(test_stress_unbuffered);
     RUN(test_stress_buffered_1);
     RUN(test_stress_buffered_64);
+    RUN(test_preempted_goroutines_block);
     RUN(test_fatal_errors);
     return rt_test_done();
 }

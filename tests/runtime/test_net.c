@@ -400,9 +400,38 @@ static void test_write_deadline(void) {
 /* A write that timed out may leave a chunk with the poller; the next write
  * must follow it, not overtake it: the stream stays a prefix of what was
  * written, in order. */
+static const unsigned char order_marker[5] = { 0xff, 0xfe, 0xfd, 0xfc, 0xfb };
+
+static struct {
+    rt_conn *s;
+    size_t got, mk;
+    rt_waitgroup wg;
+} wo;
+
+static void order_reader(void *arg) {
+    (void)arg;
+    static unsigned char rb[65536];
+    for (;;) {
+        int64_t n = rt_conn_read(wo.s, rb, sizeof rb);
+        CHECK(n >= 0);
+        if (n == 0) break;
+        for (int64_t i = 0; i < n; i++) {
+            if (wo.mk == 0 && rb[i] < 251) {   /* marker bytes never occur in the pattern */
+                CHECK_EQ(rb[i], wo.got % 251);
+                wo.got++;
+            } else {
+                CHECK(wo.mk < sizeof order_marker);
+                CHECK_EQ(rb[i], order_marker[wo.mk]);
+                wo.mk++;
+            }
+        }
+    }
+    rt_waitgroup_done(&wo.wg);
+}
+
 static void test_write_timeout_keeps_order(void) {
-    rt_conn *c, *s;
-    ntu_pair("127.0.0.1", &c, &s);
+    rt_conn *c;
+    ntu_pair("127.0.0.1", &c, &wo.s);
     size_t big = 32u << 20;
     unsigned char *buf = malloc(big);
     CHECK(buf != NULL);
@@ -412,33 +441,18 @@ static void test_write_timeout_keeps_order(void) {
     CHECK_EQ(rt_conn_set_write_deadline(c, 0), RT_OK);
     /* The first write's fate is unknown (as in Go): some prefix of buf went
      * out, maybe with a chunk still queued.  A marker written now must come
-     * after all of it.  Its bytes (251..255) never occur in the pattern. */
-    static const unsigned char marker[5] = { 0xff, 0xfe, 0xfd, 0xfc, 0xfb };
-    CHECK_EQ(rt_conn_write(c, marker, sizeof marker), RT_OK);
+     * after all of it. */
+    rt_waitgroup_add(&wo.wg, 1);
+    go(order_reader, NULL);
+    CHECK_EQ(rt_conn_write(c, order_marker, sizeof order_marker), RT_OK);
     CHECK_EQ(rt_conn_shutdown_write(c), RT_OK);
-    size_t got = 0, mk = 0;
-    static unsigned char rb[65536];
-    for (;;) {
-        int64_t n = rt_conn_read(s, rb, sizeof rb);
-        CHECK(n >= 0);
-        if (n == 0) break;
-        for (int64_t i = 0; i < n; i++) {
-            if (mk == 0 && rb[i] < 251) {
-                CHECK_EQ(rb[i], got % 251);
-                got++;
-            } else {
-                CHECK(mk < sizeof marker);
-                CHECK_EQ(rb[i], marker[mk]);
-                mk++;
-            }
-        }
-    }
-    CHECK_EQ(mk, sizeof marker);
-    CHECK(got > 0 && got < big);
-    fprintf(stderr, "      %zu of %zu bytes went out before the deadline, in order\n", got, big);
+    rt_waitgroup_wait(&wo.wg);
+    CHECK_EQ(wo.mk, sizeof order_marker);
+    CHECK(wo.got > 0 && wo.got < big);
+    fprintf(stderr, "      %zu of %zu bytes went out before the deadline, in order\n", wo.got, big);
     free(buf);
     rt_conn_close(c);
-    rt_conn_close(s);
+    rt_conn_close(wo.s);
 }
 
 /* ================================================== large write, slow reader */
