@@ -164,9 +164,34 @@ static inline void san_after_switch(void *fake_stack) {
 
 typedef void (*mcall_fn)(g *gp, void *arg);
 
+#if defined(RT_TSAN)
+/*
+ * g0 never returns from the frames it abandons (every mcall starts over at
+ * the top of its stack), so ThreadSanitizer's shadow call stack for the g0
+ * fiber grows by a few frames per switch and would overflow after some
+ * thousands of switches.  Every TSAN_FIBER_ROTATE switches g0 moves to a
+ * fresh fiber and the old one (if the runtime created it) is destroyed.
+ * Goroutines that exit leave their entry frames behind the same way; their
+ * fibers are rotated on reuse (galloc).
+ */
+enum { TSAN_FIBER_ROTATE = 512 };
+
+static void tsan_rotate_g0_fiber(m *mp) {
+    if (++mp->tsan_switches % TSAN_FIBER_ROTATE != 0) return;
+    void *old = mp->tsan_fiber;
+    mp->tsan_fiber = __tsan_create_fiber(0);
+    __tsan_switch_to_fiber(mp->tsan_fiber, 0);
+    if (mp->tsan_fiber_owned) __tsan_destroy_fiber(old);
+    mp->tsan_fiber_owned = true;
+}
+#endif
+
 static void mcall_on_g0(void *arg) {
     m *mp = arg;
     san_after_switch(mp->asan_fake_stack);
+#if defined(RT_TSAN)
+    tsan_rotate_g0_fiber(mp);
+#endif
     g *gp = mp->curg;
     mp->curg = NULL;
     mp->mcall_fn(gp, mp->mcall_arg);
@@ -526,6 +551,13 @@ static g *galloc(size_t stack_size, bool is_default, p *pp) {
     g *gp = is_default ? gfget(pp) : NULL;
     if (gp) {
         stack_reuse(gp);
+#if defined(RT_TSAN)
+        /* See tsan_rotate_g0_fiber: exited goroutines leave frames behind. */
+        if (++gp->tsan_reuses % TSAN_FIBER_ROTATE == 0) {
+            __tsan_destroy_fiber(gp->tsan_fiber);
+            gp->tsan_fiber = __tsan_create_fiber(0);
+        }
+#endif
         return gp;
     }
     gp = stack_alloc_g(stack_size, is_default);
@@ -942,11 +974,49 @@ typedef struct park_args {
     void *arg;
 } park_args;
 
+/* On g0 with no P (gopark after sysmon took it): get a P back without
+ * blocking if possible — the old one, or an idle one.  NULL if none. */
+static p *reacquire_p_nonblocking(m *mp) {
+    p *oldp = mp->oldp;
+    mp->oldp = NULL;
+    if (oldp) {
+        uint32_t expected = P_SYSCALL;
+        if (atomic_compare_exchange_strong_explicit(&oldp->status, &expected, P_RUNNING,
+                                                    memory_order_acq_rel,
+                                                    memory_order_relaxed)) {
+            mp->p = oldp;
+            atomic_store_explicit(&oldp->m, mp, memory_order_relaxed);
+            return oldp;
+        }
+    }
+    lock_acquire(&sched.lock);
+    p *pp = pidle_get();
+    lock_release(&sched.lock);
+    if (pp) acquirep(mp, pp);
+    return pp;
+}
+
 static void park_m(g *gp, void *argp) {
     park_args *pa = argp;
+    m *mp = getm();
     atomic_store_explicit(&gp->status, G_WAITING, memory_order_release);
     gp->m = NULL;
-    if (pa->unlockf && !pa->unlockf(gp, pa->arg)) {
+    /* The unlock functions only release locks (or arm a timer, which needs
+     * no P of ours): they run even if sysmon took the P meanwhile. */
+    bool park = !pa->unlockf || pa->unlockf(gp, pa->arg);
+    if (!mp->p && !reacquire_p_nonblocking(mp)) {
+        /* No P anywhere: this M goes idle; gp waits where it belongs. */
+        if (!park) {
+            atomic_store_explicit(&gp->wait_reason, WAIT_NONE, memory_order_relaxed);
+            atomic_store_explicit(&gp->status, G_RUNNABLE, memory_order_release);
+            lock_acquire(&sched.lock);
+            globrunq_put(gp);
+            lock_release(&sched.lock);
+        }
+        acquirep(mp, stopm(mp, 0));
+        schedule();
+    }
+    if (!park) {
         atomic_store_explicit(&gp->wait_reason, WAIT_NONE, memory_order_relaxed);
         execute(gp);   /* changed its mind: resume at once */
     }
@@ -965,7 +1035,21 @@ void gopark(park_unlock_fn unlockf, void *arg, wait_reason reason) {
     atomic_store_explicit(&gp->wait_reason, reason, memory_order_relaxed);
     atomic_store_explicit(&gp->wait_since, coarse_now(), memory_order_relaxed);
     park_args pa = { unlockf, arg };
-    mcall(gp, park_m, &pa);
+    /* Not mcall(): the caller may hold the lock unlockf releases, so this
+     * must not stop to take a P back first (that could queue the goroutine
+     * with the lock held).  Raising in_runtime keeps sysmon off the P from
+     * here on; park_m copes if it was taken before. */
+    atomic_store_explicit(&gp->in_runtime,
+                          atomic_load_explicit(&gp->in_runtime, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    atomic_signal_fence(memory_order_seq_cst);
+    m *mp = gp->m;
+    mp->mcall_fn = park_m;
+    mp->mcall_arg = &pa;
+    san_before_switch(mp, &gp->asan_fake_stack, NULL);
+    rt_ctx_mcall(&gp->sp, mp->g0_sp_top, mcall_on_g0, mp);
+    san_after_switch(gp->asan_fake_stack);
+    g_leave(gp);
 }
 
 static bool unlock_rt_lock(g *gp, void *l) {
@@ -983,10 +1067,17 @@ void goready(g *gp) {
         rt_throwf("runtime: goready of goroutine %llu in state %u",
                   (unsigned long long)gp->goid, expected);
     atomic_store_explicit(&gp->wait_reason, WAIT_NONE, memory_order_relaxed);
+    /* Callers may hold runtime locks, so never stop here to take a P back
+     * (g_enter's slow path): without a P, use the global queue. */
     g *self = getg();
-    p *pp;
-    if (self) pp = g_enter(self);
-    else pp = getm() ? getm()->p : NULL;
+    if (self) {
+        atomic_store_explicit(&self->in_runtime,
+                              atomic_load_explicit(&self->in_runtime, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+        atomic_signal_fence(memory_order_seq_cst);
+    }
+    m *cur = self ? self->m : getm();
+    p *pp = cur ? cur->p : NULL;
     if (pp) {
         runq_put(pp, gp, true);
     } else {

@@ -11,7 +11,7 @@
  * Lock order (a lock may only be taken while holding locks above it):
  *
  *   1. channel lock (rt_chan.lock)     — select takes several, in address order
- *   2. sema root lock (semtable)       — sync.c / sema.c
+ *   2. sema root lock (semtable), rt_cond list lock — sema.c
  *   3. P timer lock (p.timers_lock)
  *   4. sched.lock                      — global run queue, idle P and M lists
  *   5. sched.gfree_lock                — global free-G list
@@ -163,6 +163,7 @@ struct g {
      * handler (same thread) reads it and leaves the P alone when set. */
     _Atomic uint32_t in_runtime;
     void *tsan_fiber;            /* ThreadSanitizer fiber (sanitizer builds) */
+    uint32_t tsan_reuses;        /* see tsan_rotate_g0_fiber (proc.c) */
     void *asan_fake_stack;       /* AddressSanitizer fake stack handle */
 };
 
@@ -227,7 +228,9 @@ struct m {
     void *mcall_arg;
     void *sigstack;                /* alternate signal stack (overflow report) */
     size_t sigstack_size;
-    void *tsan_fiber;              /* the thread's own fiber */
+    void *tsan_fiber;              /* g0's fiber (rotated, see proc.c) */
+    bool tsan_fiber_owned;         /* created by the runtime, not the thread's */
+    uint32_t tsan_switches;
     void *asan_fake_stack;
     const void *asan_g0_bottom;
     size_t asan_g0_size;

@@ -106,11 +106,13 @@ static bool heap_push(p *pp, timer *t) {
 /* ----------------------------------------------------------- operations */
 
 void timer_add(timer *t, int64_t when) {
-    g *self = getg();
-    p *pp;
-    if (self) pp = g_enter(self);
-    else pp = getm() ? getm()->p : NULL;
-    if (!pp) rt_throw("timer_add: not on a processor");
+    /* The heap is protected by its lock, not by owning the P, so any P will
+     * do: the current M's if it has one (read once: sysmon's signal may
+     * clear it), else the first.  Never stops to take a P back — callers
+     * may hold runtime locks. */
+    m *mp = getm();
+    p *pp = mp ? mp->p : NULL;
+    if (!pp) pp = &sched.allp[0];
     if (when <= 0) when = 1;   /* 0 means "no timer" in timer0_when */
     lock_acquire(&pp->timers_lock);
     t->when = when;
@@ -121,7 +123,6 @@ void timer_add(timer *t, int64_t when) {
     atomic_store_explicit(&t->pp, pp, memory_order_release);
     update_timer0(pp);
     lock_release(&pp->timers_lock);
-    if (self) g_leave(self);
     timer_wake_sleeper(when);
 }
 
