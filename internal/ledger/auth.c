@@ -204,7 +204,7 @@ int ledger_authenticate(ledger *l, const char *secret, size_t len, ledger_princi
         secret[3 + LEDGER_KEY_ID_LEN] == '_') {
         rt_mutex_lock(&l->mu);
         hent *e = htab_get(&l->keys, secret + 3, LEDGER_KEY_ID_LEN);
-        if (e) {
+        if (e && container_of(e, lkey, node)->committed) {
             k = *container_of(e, lkey, node);
             found = true;
         }

@@ -94,6 +94,7 @@ typedef struct lacct {
 
 typedef struct lkey {
     hent node;
+    bool committed;        /* [mu] false while the batch creating it is in flight */
     char id[LEDGER_KEY_ID_LEN + 1];
     char account[LEDGER_ACCOUNT_ID_MAX + 1];
     uint8_t salt[LEDGER_SALT_BYTES];
@@ -185,8 +186,8 @@ typedef struct rreq {
     int64_t before;          /* seq bound (exclusive) */
     int limit;               /* rows wanted (the caller asks for one more) */
     ledger_transfer_rec *items;
+    int64_t *seqs;           /* each item's commit sequence number */
     size_t count;
-    int64_t last_seq;
     /* idempotency lookup (out also receives the stored transfer) */
     const char *scope;
     const char *idem_key;
@@ -218,6 +219,8 @@ struct ledger {
     htab keys;                       /* [mu] id -> lkey */
     htab claims;                     /* [mu] scope 0x1f key -> lclaim */
     ledger_stats stats;              /* [mu] */
+    uint64_t grouped;                /* [mu] requests in committed batches */
+    int64_t commit_ns_total;         /* [mu] */
 
     /* The admin key's hash: set at open, read-only afterwards. */
     bool admin_set;
@@ -231,7 +234,7 @@ struct ledger {
     lacct *touched;
     int64_t ulid_ms;
     uint8_t ulid_rand[10];
-    int64_t last_sweep_ms;
+    bool sweep_more;                 /* the last sweep deleted a full chunk */
 
     _Atomic bool failed;             /* a COMMIT failed: writes refused */
     _Atomic int test_fail_commits;   /* fault injection (tests) */

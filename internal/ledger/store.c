@@ -59,6 +59,7 @@
 
 #define SCHEMA_VERSION 1
 #define SWEEP_CHUNK 5000
+#define SWEEP_CHUNK_STR "5000"
 
 int ledger_sqlite_rc(int rc) {
     switch (rc & 0xff) {
@@ -277,6 +278,7 @@ static int load_keys(ledger *l) {
         }
         lkey *k = calloc(1, sizeof *k);
         if (!k) { rc = LEDGER_ENOMEM; break; }
+        k->committed = true;
         snprintf(k->id, sizeof k->id, "%s", id);
         snprintf(k->account, sizeof k->account, "%s", account);
         memcpy(k->salt, sqlite3_column_blob(st, 2), LEDGER_SALT_BYTES);
@@ -422,7 +424,7 @@ static int prepare_writes(ledger *l) {
                          "VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
         [WST_INS_KEY] = "INSERT INTO api_keys(id, account, salt, hash, created_at) VALUES(?1, ?2, ?3, ?4, ?5)",
         [WST_SWEEP] = "DELETE FROM idempotency WHERE rowid IN "
-                      "(SELECT rowid FROM idempotency WHERE created_ms < ?1 LIMIT " "5000" ")",
+                      "(SELECT rowid FROM idempotency WHERE created_ms < ?1 LIMIT " SWEEP_CHUNK_STR ")",
     };
     for (int i = 0; i < WST_COUNT; i++) {
         int rc = prepare(l->wdb, sql[i], &l->wst[i], l->open_err, sizeof l->open_err);
@@ -499,6 +501,8 @@ void store_close_writer(ledger *l) {
 /* ------------------------------------------------------------------ sweep */
 
 void store_sweep(ledger *l) {
+    l->sweep_more = false;
+    if (atomic_load(&l->failed)) return;
     int64_t cutoff = ledger_now_ms() - l->opts.idem_ttl_ms;
     rt_blocking_enter();
     sqlite3_stmt *st = l->wst[WST_SWEEP];
@@ -512,7 +516,7 @@ void store_sweep(ledger *l) {
     rt_mutex_unlock(&l->mu);
     /* A full chunk: there is more; the committer sweeps again between
      * batches instead of stalling writes on one long delete. */
-    l->last_sweep_ms = n == SWEEP_CHUNK ? 0 : ledger_now_ms();
+    l->sweep_more = n == SWEEP_CHUNK;
 }
 
 /* ---------------------------------------------------------------- readers */
@@ -580,8 +584,10 @@ static void reader_exec(lreader *r, rreq *q) {
         sqlite3_bind_int(st, 3, q->limit);
         int s;
         q->count = 0;
-        while ((s = sqlite3_step(st)) == SQLITE_ROW && q->count < (size_t)q->limit)
-            row_to_transfer(st, &q->items[q->count++], &q->last_seq);
+        while ((s = sqlite3_step(st)) == SQLITE_ROW && q->count < (size_t)q->limit) {
+            row_to_transfer(st, &q->items[q->count], &q->seqs[q->count]);
+            q->count++;
+        }
         q->rc = s == SQLITE_ROW || s == SQLITE_DONE ? LEDGER_OK : ledger_sqlite_rc(s);
         sqlite3_reset(st);
         sqlite3_clear_bindings(st);

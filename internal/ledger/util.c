@@ -161,13 +161,24 @@ int64_t ledger_now_ms(void) {
 }
 
 void ledger_format_time(int64_t unix_ms, char out[LEDGER_TIME_LEN + 1]) {
+    if (unix_ms < 0) unix_ms = 0;
     time_t secs = (time_t)(unix_ms / 1000);
-    int ms = (int)(unix_ms % 1000);
+    unsigned ms = (unsigned)(unix_ms % 1000);
     struct tm tm;
     gmtime_r(&secs, &tm);
-    char date[32];
-    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, LEDGER_TIME_LEN + 1, "%.19s.%03dZ", date, ms);
+    char date[64];
+    size_t n = strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (n != 19) {   /* years past 9999: not before the heat death of this code */
+        memcpy(out, "9999-12-31T23:59:59.999Z", LEDGER_TIME_LEN + 1);
+        return;
+    }
+    memcpy(out, date, 19);
+    out[19] = '.';
+    out[20] = (char)('0' + ms / 100);
+    out[21] = (char)('0' + ms / 10 % 10);
+    out[22] = (char)('0' + ms % 10);
+    out[23] = 'Z';
+    out[24] = 0;
 }
 
 /* ------------------------------------------------------------- syntax */

@@ -56,10 +56,9 @@
  * holding it (ctx_watch/ctx_unwatch are called without it).
  *
  * Deadlock detection.  The poller is not an M, so when every goroutine is
- * parked on the network, proc.c's checkdead would see idle Ms and no timers
- * and report a deadlock.  Until checkdead asks netpoll_waiters() itself, a
- * keep-alive timer (NP_KEEPALIVE_NS) stays armed while any goroutine is
- * parked here, so a pending timer keeps checkdead quiet.
+ * parked on the network, every M is idle; proc.c's checkdead asks
+ * netpoll_waiters() and does not call that a deadlock (as Go's checkdead
+ * does not while the netpoller has waiters).
  *
  * Signals.  libuv writes with write(2), which raises SIGPIPE on a reset
  * connection; the poller thread blocks SIGPIPE, so the write fails with EPIPE
@@ -113,7 +112,6 @@ const char *__tsan_default_suppressions(void) { return "called_from_lib:libuv.so
 #define NP_WCHUNK ((size_t)256 * 1024)
 /* Accepted connections a listener queues before it stops accepting. */
 #define NP_ACCEPTQ 128u
-#define NP_KEEPALIVE_NS (1 * RT_SECOND)
 
 #define NP_RETRY (-1000)   /* waiter result: re-examine the state */
 #define NP_EOF 1           /* rt_conn.rerr: end of stream */
@@ -238,11 +236,8 @@ static struct {
     char rbuf[NP_READ_SIZE];      /* poller thread only */
 } np = { .once = PTHREAD_ONCE_INIT };
 
-/* Goroutines parked here (checkdead), and the keep-alive timer. */
+/* Goroutines parked here (checkdead). */
 static _Atomic int64_t np_nwaiters;
-static _Atomic bool np_ka_armed;
-static void ka_fire(void *arg, int64_t now);
-static timer np_ka_timer = { .fn = ka_fire, .fn_owns = true };
 
 int64_t netpoll_waiters(void) { return atomic_load(&np_nwaiters); }
 
@@ -267,29 +262,6 @@ static int map_uv(int uverr, int *oserr) {
     if (uverr == UV_EOF) return RT_ECONNRESET;
     if (uverr == UV_ECANCELED) return RT_ECLOSED;
     return map_errno(-uverr, oserr);
-}
-
-/* ------------------------------------------------------- keep-alive timer */
-
-static void ka_fire(void *arg, int64_t now) {
-    (void)arg;
-    if (atomic_load(&np_nwaiters) > 0) {
-        timer_add(&np_ka_timer, now + NP_KEEPALIVE_NS);
-        return;
-    }
-    atomic_store(&np_ka_armed, false);
-    bool expected = false;
-    if (atomic_load(&np_nwaiters) > 0 && atomic_compare_exchange_strong(&np_ka_armed, &expected, true))
-        timer_add(&np_ka_timer, now + NP_KEEPALIVE_NS);
-}
-
-/* A goroutine is parking here (on g0, with a P). */
-static void ka_enter(void) {
-    atomic_fetch_add(&np_nwaiters, 1);
-    if (atomic_load(&np_ka_armed)) return;
-    bool expected = false;
-    if (!atomic_compare_exchange_strong(&np_ka_armed, &expected, true)) return;
-    timer_add(&np_ka_timer, rt_nanotime() + NP_KEEPALIVE_NS);
 }
 
 /* -------------------------------------------------------------- waiting */
@@ -351,7 +323,7 @@ static void waiter_unwatch(np_waiter *w) {
 static bool waiter_unlock(g *gp, void *arg) {
     (void)gp;
     np_waiter *w = arg;
-    ka_enter();
+    atomic_fetch_add(&np_nwaiters, 1);
     if (w->timer_armed) timer_add(&w->t, w->t.when);
     lock_release(w->lock);
     return true;

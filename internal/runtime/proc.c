@@ -781,6 +781,7 @@ static bool checkdead(void) {
     if (timers_earliest() != 0) return false;
     if (atomic_load(&sched.ngoroutines) == 0) return false;
     if (atomic_load(&sched.foreign_spawner)) return false;
+    if (netpoll_waiters() > 0) return false;   /* the poller can wake them */
     return true;
 }
 
@@ -939,7 +940,7 @@ top:;
             rt_throw("runtime: findrunnable: negative nmspinning");
         /* Re-check after no longer counting as spinning: a wakep() that saw
          * us spinning relied on us to find its work. */
-        if (any_runq_nonempty()) {
+        if (atomic_load(&sched.runq_size) > 0 || any_runq_nonempty()) {
             lock_acquire(&sched.lock);
             p *again = pidle_get();
             lock_release(&sched.lock);

@@ -11,7 +11,8 @@
  * Lock order (a lock may only be taken while holding locks above it):
  *
  *   1. channel lock (rt_chan.lock)     — select takes several, in address order
- *   2. sema root lock (semtable), rt_cond list lock — sema.c
+ *   2. sema root lock (semtable), rt_cond list lock — sema.c;
+ *      netpoll object lock (conn / listener) — netpoll.c
  *   3. P timer lock (p.timers_lock)
  *   4. sched.lock                      — global run queue, idle P and M lists
  *   5. sched.gfree_lock                — global free-G list

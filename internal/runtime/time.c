@@ -313,10 +313,12 @@ rt_chan *rt_after(int64_t ns) {
         free(a);
         return NULL;
     }
-    rt_chan_retain(a->c);   /* one for the caller, one for the timer */
+    rt_chan *c = a->c;
+    rt_chan_retain(c);      /* one for the caller, one for the timer */
     a->t.fn = after_fire;
     a->t.arg = a;
     a->t.fn_owns = true;
+    /* Once added, the timer may fire on another M and free `a`. */
     timer_add(&a->t, rt_nanotime() + (ns > 0 ? ns : 0));
-    return a->c;
+    return c;
 }

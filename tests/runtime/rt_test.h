@@ -72,6 +72,15 @@ static inline double rt_test_scale(void) {
     double v = s ? atof(s) : 1.0;
     return v > 0 ? v : 1.0;
 }
+/* Timing bounds are for the normal build on an idle machine; sanitizer and
+ * emulator runs (5-20x slower) widen them by RT_TEST_TIMING_SLACK. */
+static inline double rt_test_timing_slack(void) {
+    const char *s = getenv("RT_TEST_TIMING_SLACK");
+    double v = s ? atof(s) : 1.0;
+    return v >= 1.0 ? v : 1.0;
+}
+#define TIMING_BOUND(ns) ((int64_t)((double)(ns) * rt_test_timing_slack()))
+
 #define SCALED(n) ((long)((double)(n) * rt_test_scale()) > 0 ? (long)((double)(n) * rt_test_scale()) : 1)
 
 static inline int rt_test_done(void) {

@@ -128,8 +128,8 @@ static void echo_conn(void *arg) {
             else fprintf(stderr, "server read: %s\n", rt_strerror((int)r));
             break;
         }
+        atomic_fetch_add(&sv.bytes, r);   /* before the echo: the client may report at once */
         CHECK_EQ(rt_conn_write(c, buf, (size_t)r), RT_OK);
-        atomic_fetch_add(&sv.bytes, r);
     }
     rt_conn_close(c);
     rt_waitgroup_done(&sv.wg);

@@ -164,6 +164,9 @@ static void first_whisper(void *arg) {
 static void test_whispers(void) {
     long n = SCALED(10000);
     if (n < 100) n = 100;
+#if defined(__SANITIZE_THREAD__)
+    if (n > 4000) n = 4000;   /* each goroutine is a TSan fiber: 8128 max */
+#endif
     rt_chan **chans = calloc((size_t)n + 1, sizeof *chans);
     whisper_pair *pairs = calloc((size_t)n, sizeof *pairs);
     chans[0] = ctu_make(sizeof(int), 0);   /* leftmost */

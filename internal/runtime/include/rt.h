@@ -361,7 +361,8 @@ void rt_conn_retain(rt_conn *c);
 void rt_conn_release(rt_conn *c);
 /* The OS errno behind the last RT_ESYS on this connection (0 if none). */
 int rt_conn_oserror(rt_conn *c);
-/* "ip:port" of the peer / local end into buf; RT_EINVAL if it does not fit. */
+/* "ip:port" ("[ip6]:port", as Go) of the peer / local end into buf;
+ * RT_EINVAL if it does not fit. */
 int rt_conn_peer_addr(rt_conn *c, char *buf, size_t len);
 int rt_conn_local_addr(rt_conn *c, char *buf, size_t len);
 
