@@ -48,10 +48,8 @@
  *   enqueues it and parks with goparkunlock(&c->lock): the lock is released
  *   only after the goroutine's context is saved, so a waker that finds the
  *   sudog under the lock always finds a goroutine that is really parked.
- *   It parks pinned to its P (in_runtime, g_enter): an operation that finds
- *   it must wait while unpinned lets go of the lock, pins itself and starts
- *   over (chan_g_pinned explains why), so the common, non-waiting paths pay
- *   nothing for it.
+ *   (gopark never stops to take back a P that sysmon took while the lock
+ *   is held: proc.c runs the unlock function first.)
  *
  *   The waker (the partner operation, or close) dequeues the sudog under the
  *   lock and copies the element directly to or from the sleeper's memory —
@@ -256,8 +254,8 @@ void chan_recv_from_waiter(rt_chan *c, sudog *sg, void *dst,
 
 /* ------------------------------------------------------------------ send */
 
-/* Block until a receiver takes the value at src.  Lock held on entry (and
- * gp pinned to its P); released by the park. */
+/* Block until a receiver takes the value at src.  Lock held on entry;
+ * released by the park. */
 static void chan_send_wait(rt_chan *c, g *gp, const void *src) {
     sudog mysg;
     chan_sudog_init(&mysg, gp, c, (void *)src);
@@ -307,15 +305,7 @@ static bool chan_send(rt_chan *c, const void *src, bool block) {
         lock_release(&c->lock);
         return false;
     }
-    g *gp = chan_current_g("chan send");
-    if (!chan_g_pinned(gp)) {
-        lock_release(&c->lock);
-        g_enter(gp);
-        (void)chan_send(c, src, true);   /* again, pinned: see chan_g_pinned */
-        g_leave(gp);
-        return true;
-    }
-    chan_send_wait(c, gp, src);
+    chan_send_wait(c, chan_current_g("chan send"), src);
     return true;
 }
 
@@ -396,15 +386,7 @@ static bool chan_recv(rt_chan *c, void *dst, bool block, bool *received) {
         lock_release(&c->lock);
         return false;
     }
-    g *gp = chan_current_g("chan receive");
-    if (!chan_g_pinned(gp)) {
-        lock_release(&c->lock);
-        g_enter(gp);
-        (void)chan_recv(c, dst, true, received);   /* again, pinned */
-        g_leave(gp);
-        return true;
-    }
-    *received = chan_recv_wait(c, gp, dst);
+    *received = chan_recv_wait(c, chan_current_g("chan receive"), dst);
     return true;
 }
 

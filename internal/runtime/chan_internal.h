@@ -190,17 +190,4 @@ void chan_recv_from_waiter(rt_chan *c, sudog *sg, void *dst,
  * (a blocking operation called from the scheduler or a foreign thread). */
 g *chan_current_g(const char *what);
 
-/*
- * Is gp pinned to its P (in_runtime > 0, see g_enter in rt_internal.h)?  A
- * goroutine must be before it parks with channel locks held: gopark's own
- * g_enter may find the P taken by sysmon and wait in the global run queue
- * for another, which with a channel lock held would stall every goroutine
- * that needs that channel (and the threads spinning on its lock).  So an
- * operation that finds it must park while unpinned drops its locks,
- * g_enters (which may move it, safely, holding nothing), and starts over.
- */
-static inline bool chan_g_pinned(g *gp) {
-    return atomic_load_explicit(&gp->in_runtime, memory_order_relaxed) != 0;
-}
-
 #endif /* LEDGERD_RT_CHAN_INTERNAL_H */

@@ -28,9 +28,7 @@
  *   handoff helpers, which drop all the locks before readying a partner.
  *   With a default and nothing ready, unlock and return -1.
  *
- *   Pass 2: enqueue one sudog per case on its channel's sendq or recvq
- *   (pinned to the P first, as chan.c's waits are: if the goroutine is not,
- *   it unlocks, g_enters and goes back to pass 1).
+ *   Pass 2: enqueue one sudog per case on its channel's sendq or recvq.
  *   The sudogs are flagged is_select and chained through waitlink in lock
  *   order, starting at g.waiting.  Park with select_park_commit as the
  *   unlock function: it runs on the scheduler stack once our context is
@@ -321,8 +319,8 @@ static int select_dequeue_losers(selstate *s, g *gp, sudog *sgs, sudog *won, boo
     return casi;
 }
 
-/* Passes 2 and 3: wait for a partner or close.  All locks held on entry
- * (and gp pinned to its P), none on return. */
+/* Passes 2 and 3: wait for a partner or close.  All locks held on entry,
+ * none on return. */
 static int select_block(selstate *s, g *gp, sudog *sgs, bool *recv_ok) {
     if (gp->waiting != NULL) rt_throw("select: gp->waiting != NULL");
     select_retain_all(s);
@@ -387,28 +385,13 @@ int rt_select(rt_select_case *cases, size_t ncases, bool has_default) {
     if (!has_default && s.norder > SELECT_STACK_CASES)
         sgs = select_alloc(s.norder * sizeof(sudog));
 
-    g *pinned = NULL;   /* set if we pinned the goroutine to its P */
+    sellock(&s);
     bool recv_ok = false;
-    int casi;
-    for (;;) {
-        sellock(&s);
-        casi = select_poll(&s, &recv_ok);
-        if (casi >= 0) break;
-        if (has_default) {
-            selunlock(&s);
-            break;
-        }
-        g *gp = chan_current_g("select");
-        if (chan_g_pinned(gp)) {
-            casi = select_block(&s, gp, sgs, &recv_ok);
-            break;
-        }
-        /* Must park but not pinned: let go, pin, poll again (chan_g_pinned). */
-        selunlock(&s);
-        g_enter(gp);
-        pinned = gp;
+    int casi = select_poll(&s, &recv_ok);
+    if (casi < 0) {
+        if (has_default) selunlock(&s);
+        else casi = select_block(&s, chan_current_g("select"), sgs, &recv_ok);
     }
-    if (pinned != NULL) g_leave(pinned);
     if (sgs != small_sudogs) free(sgs);
     free(orders_block);
     if (casi >= 0 && cases[casi].dir == RT_SELECT_RECV) cases[casi].recv_ok = recv_ok;

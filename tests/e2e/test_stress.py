@@ -31,6 +31,7 @@ class Load:
         self.n, self.crash_ok = threads, crash_ok
         self.cross, self.reads = cross_currency, reads
         self.stop = threading.Event()
+        self.acked = threading.Event()  # set on every 201
         self.lock = threading.Lock()
         self.problems, self.ambiguous = [], []
         self.counts = {}
@@ -117,6 +118,7 @@ class Load:
                 self.problem(f"cross-currency transfer accepted: {t}")
             self.book.record(t)
             self.count("201")
+            self.acked.set()
             if rng.random() < 0.05:  # read-your-writes
                 try:
                     g = c.get(f"/v1/transfers/{t['id']}")
@@ -262,7 +264,16 @@ class CrashTest(E2ETestCase):
                 load = Load(d, book, accts, keys, threads=32, crash_ok=True)
                 load.start()
                 time.sleep(rng.uniform(0.8, 2.0))
-                d.kill9()
+                # kill right after a 201 arrived: the moment an implementation
+                # that acknowledges before its commit is durable loses data
+                load.acked.clear()
+                old_switch = sys.getswitchinterval()
+                sys.setswitchinterval(0.0002)  # wake this thread fast
+                try:
+                    load.acked.wait(5 * SCALE)
+                    d.kill9()
+                finally:
+                    sys.setswitchinterval(old_switch)
                 load.finish()
                 self.assertEqual(load.problems[:10], [], f"round {rnd}")
                 for k, v in load.counts.items():

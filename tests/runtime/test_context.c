@@ -667,15 +667,17 @@ static void test_mutex_timeout(void) {
     CHECK_EQ(atomic_load(&mu.sema), 0);
     CHECK(!rt_mutex_trylock(&mu));
 
-    /* One waiter times out while another waits for good; then the holder's
-     * unlock lets the second one in. */
+    /* One waiter times out while another waits for good (queued first, so
+     * the one that gives up leaves from behind it); then the holder's
+     * unlock lets the second one in.  (Not waiting for both to be queued:
+     * under a sanitizer the timeout may pass before we could look.) */
     mwait a = { .mu = &mu, .timeout = 20 * RT_MILLISECOND };
     mwait b = { .mu = &mu, .plain = true };
     rt_waitgroup_add(&a.wg, 1);
     rt_waitgroup_add(&b.wg, 1);
-    go(mutex_waiter, &a);
     go(mutex_waiter, &b);
-    wait_mutex_waiters(&mu, 2);
+    wait_mutex_waiters(&mu, 1);
+    go(mutex_waiter, &a);
     rt_waitgroup_wait(&a.wg);
     CHECK_EQ(a.rc, RT_ETIMEDOUT);
     CHECK(a.elapsed >= 20 * RT_MILLISECOND);
