@@ -226,7 +226,7 @@ static int load_accounts(ledger *l) {
     int rc = prepare(l->wdb, "SELECT key, id, currency, balance, created_at FROM accounts",
                      &st, l->open_err, sizeof l->open_err);
     if (rc) return rc;
-    int s;
+    int s = SQLITE_DONE;
     while (rc == LEDGER_OK && (s = sqlite3_step(st)) == SQLITE_ROW) {
         const char *key = col_text(st, 0), *id = col_text(st, 1), *cur = col_text(st, 2);
         const char *created = col_text(st, 4);
@@ -266,7 +266,7 @@ static int load_keys(ledger *l) {
     int rc = prepare(l->wdb, "SELECT id, account, salt, hash FROM api_keys", &st,
                      l->open_err, sizeof l->open_err);
     if (rc) return rc;
-    int s;
+    int s = SQLITE_DONE;
     while (rc == LEDGER_OK && (s = sqlite3_step(st)) == SQLITE_ROW) {
         const char *id = col_text(st, 0), *account = col_text(st, 1);
         hent *e = ledger_valid_account_id(account) ? htab_get(&l->accounts, account, strlen(account)) : NULL;
@@ -306,7 +306,7 @@ static int replay_transfers(ledger *l) {
     int rc = prepare(l->wdb, "SELECT seq, id, from_key, to_key, amount, currency FROM transfers ORDER BY seq",
                      &st, l->open_err, sizeof l->open_err);
     if (rc) return rc;
-    int s;
+    int s = SQLITE_DONE;
     l->next_seq = 1;
     while (rc == LEDGER_OK && (s = sqlite3_step(st)) == SQLITE_ROW) {
         int64_t seq = sqlite3_column_int64(st, 0);

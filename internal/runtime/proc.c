@@ -975,6 +975,28 @@ typedef struct park_args {
     void *arg;
 } park_args;
 
+/*
+ * On g0, with no P: run gp (runnable, or NULL) on an idle P if one exists,
+ * else queue it globally and let this M go idle.  The check for an idle P
+ * and the queueing are one critical section: a P that went idle before it
+ * has been taken here, and one that goes idle after it sees gp in the
+ * global queue — split in two, a P idling in between would sleep with gp
+ * queued and nobody awake to run it.
+ */
+static _Noreturn void run_or_queue_without_p(m *mp, g *gp) {
+    lock_acquire(&sched.lock);
+    p *pp = pidle_get();
+    if (!pp && gp) globrunq_put(gp);
+    lock_release(&sched.lock);
+    if (pp) {
+        acquirep(mp, pp);
+        if (gp) execute(gp);
+        schedule();
+    }
+    acquirep(mp, stopm(mp, 0));
+    schedule();
+}
+
 /* On g0 with no P (gopark after sysmon took it): get a P back without
  * blocking if possible — the old one, or an idle one.  NULL if none. */
 static p *reacquire_p_nonblocking(m *mp) {
@@ -1006,16 +1028,12 @@ static void park_m(g *gp, void *argp) {
      * no P of ours): they run even if sysmon took the P meanwhile. */
     bool park = !pa->unlockf || pa->unlockf(gp, pa->arg);
     if (!mp->p && !reacquire_p_nonblocking(mp)) {
-        /* No P anywhere: this M goes idle; gp waits where it belongs. */
+        /* No P: run or queue gp if it must not park, else just go idle. */
         if (!park) {
             atomic_store_explicit(&gp->wait_reason, WAIT_NONE, memory_order_relaxed);
             atomic_store_explicit(&gp->status, G_RUNNABLE, memory_order_release);
-            lock_acquire(&sched.lock);
-            globrunq_put(gp);
-            lock_release(&sched.lock);
         }
-        acquirep(mp, stopm(mp, 0));
-        schedule();
+        run_or_queue_without_p(mp, park ? NULL : gp);
     }
     if (!park) {
         atomic_store_explicit(&gp->wait_reason, WAIT_NONE, memory_order_relaxed);
@@ -1173,11 +1191,7 @@ static void exitsyscall_park(g *gp, void *arg) {
     m *mp = getm();
     gp->m = NULL;
     atomic_store_explicit(&gp->status, G_RUNNABLE, memory_order_release);
-    lock_acquire(&sched.lock);
-    globrunq_put(gp);
-    lock_release(&sched.lock);
-    acquirep(mp, stopm(mp, 0));
-    schedule();
+    run_or_queue_without_p(mp, gp);
 }
 
 /* The M has no P; get one (the same if still free).  Goroutine side. */
