@@ -18,6 +18,7 @@
  *   5. sched.gfree_lock                — global free-G list
  *   6. stack slab lock (stack.c)
  *   7. sched.allg_lock                 — list of all goroutines
+ *   8. context lock (context.c)        — a leaf: nothing is locked under it
  *
  * goready() may take sched.lock (global queue overflow, wakep), so it may be
  * called while holding locks 1–3 but not 4–7.  No runtime lock is ever held
