@@ -14,7 +14,7 @@ packages=(
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(golang-go wrk)
+  packages+=(golang-go wrk golang-github-mattn-go-sqlite3-dev)
 fi
 
 missing=()

@@ -44,6 +44,11 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import quote as _q
+
+
+def quote(v):
+    return _q(str(v), safe="")
 
 ROOT = Path(__file__).resolve().parents[2]
 SCALE = float(os.environ.get("LEDGERD_E2E_SCALE", "1") or 1)
@@ -261,6 +266,9 @@ class Client:
             self.conn.close()
             self.conn = None
 
+    def __del__(self):
+        self.close()
+
     def request(self, method, path, body=None, key=_DEFAULT, headers=None):
         hdrs = {}
         key = self.key if key is _DEFAULT else key
@@ -329,7 +337,7 @@ class Client:
         """Every transfer of an account, following the cursor; newest first."""
         out, before, pages = [], None, 0
         while True:
-            q = f"?limit={page_limit}" + (f"&before={before}" if before is not None else "")
+            q = f"?limit={page_limit}" + (f"&before={quote(before)}" if before is not None else "")
             r = self.get(f"/v1/accounts/{account}/transfers{q}")
             if r.status != 200:
                 raise AssertionError(f"history({account}) -> {r}")
@@ -390,9 +398,13 @@ class RawResp:
 class RawConn:
     def __init__(self, port, timeout=10):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout * SCALE)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
 
     def close(self):
+        self.sock.close()
+
+    def __del__(self):
         self.sock.close()
 
     def send(self, data):
@@ -567,11 +579,31 @@ def verify_ledger(tc, client, book, sample_gets=300, label=""):
         funded = sum(v for a, v in book.initial.items() if book.currency[a] == cur)
         tc.assertEqual(world, -funded, f"{p}@world {cur} != -(sum of initial balances)")
     ids = list(book.transfers)
-    for tid in random.sample(ids, min(sample_gets, len(ids))):
-        r = client.get(f"/v1/transfers/{tid}")
-        tc.assertEqual(r.status, 200, f"{p}GET /v1/transfers/{tid} -> {r}")
-        t = r.json()
-        tc.assertEqual((t["from"], t["to"], t["amount"], t["currency"]), book.transfers[tid])
+    ids = ids if sample_gets is None else random.sample(ids, min(sample_gets, len(ids)))
+    bad = []
+
+    def get_all(part):
+        c = Client(client.port, client.key)
+        try:
+            for tid in part:
+                r = c.get(f"/v1/transfers/{tid}")
+                if r.status != 200:
+                    bad.append(f"GET /v1/transfers/{tid} -> {r}")
+                    continue
+                t = r.json()
+                if (t["id"], t["from"], t["to"], t["amount"], t["currency"]) != (tid, *book.transfers[tid]):
+                    bad.append(f"GET /v1/transfers/{tid} differs from its 201: {t}")
+        except Exception as e:  # noqa: BLE001
+            bad.append(f"GET /v1/transfers failed: {e!r}")
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=get_all, args=(ids[i::8],)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    tc.assertEqual(bad[:5], [], f"{p}{len(bad)} of {len(ids)} transfers that got a 201 are not readable by id")
 
 
 # ---------------------------------------------------------------------------

@@ -7,10 +7,15 @@ import re
 import threading
 import unittest
 import uuid
+from urllib.parse import quote as _q
 
 from harness import MAX_AMOUNT, Daemon, E2ETestCase, uid
 
 D = None
+
+
+def quote(v):
+    return _q(str(v), safe="")
 
 
 def setUpModule():
@@ -286,7 +291,7 @@ class AuthTests(Base):
         r = self.admin.post("/v1/keys", {"account": a})
         self.assertEqual(r.status, 201, r)
         k = r.json()
-        self.assertEqual(set(k), {"id", "account", "secret"}, k)
+        self.assertLessEqual({"id", "account", "secret"}, set(k), k)
         self.assertEqual(k["account"], a)
         self.assertTrue(isinstance(k["id"], str) and k["id"])
         self.assertTrue(isinstance(k["secret"], str) and len(k["secret"]) >= 16, k)
@@ -415,8 +420,11 @@ class AccountTests(Base):
         raw = '{"id":"%s","currency":"%s","initial_balance":%d}' % (uid(), c, 2 ** 64)
         self.assertErrorResp(self.admin.post("/v1/accounts", raw), 400, ("invalid_field", "invalid_json"),
                              "initial_balance")
-        self.assertErrorResp(self.admin.get(f"/v1/accounts/@world?currency={c}"), 404, "not_found",
-                             msg="nothing was created in this currency")
+        r = self.admin.get(f"/v1/accounts/@world?currency={c}")  # nothing was created in this currency
+        if r.status == 200:
+            self.assertEqual(r.json()["balance"], 0, "a 400 moved money")
+        else:
+            self.assertErrorResp(r, 404, "not_found")
 
     def test_max_initial_balance(self):
         a = self.account(MAX_AMOUNT)
@@ -469,7 +477,8 @@ class WorldTests(Base):
         self.assertEqual(ca.get(f"/v1/accounts/{a}/transfers").json()["transfers"], [t])
         # zero initial balance: no transfer
         b = self.account(0)
-        self.assertEqual(self.admin.get(f"/v1/accounts/{b}/transfers").json(), {"transfers": [], "next": None})
+        j = self.admin.get(f"/v1/accounts/{b}/transfers").json()
+        self.assertEqual((j["transfers"], j["next"]), ([], None))
         ca.close()
 
     def test_world_cannot_be_used_directly(self):
@@ -676,7 +685,7 @@ class IdempotencyTests(Base):
 
     def test_key_format(self):
         a, b = self.account(1000), self.account()
-        for key in ("k" * 255, "A", "~!#$%&'*+-.^_`|", "a b"):
+        for key in ("k" * 255, "A", "~!#$%&'*+-.^_`|", "{\"json\":[1,2]}"):
             r = self.admin.transfer(a, b, 1, self.cur, idem=key)
             self.assertEqual(r.status, 201, (key, r))
         for key in ("k" * 256, "k" * 1000, ""):
@@ -730,21 +739,22 @@ class HistoryTests(Base):
         r = self.admin.get(f"/v1/accounts/{self.a}/transfers{q}")
         self.assertEqual(r.status, 200, (q, r))
         j = r.json()
-        self.assertEqual(set(j), {"transfers", "next"}, j)
+        self.assertLessEqual({"transfers", "next"}, set(j), j)
+        self.assertIsInstance(j["transfers"], list, j)
         return j
 
     def test_default_limit_50(self):
         j = self.page("")
         self.assertEqual([t["id"] for t in j["transfers"]], self.newest_first[:50])
-        self.assertIsInstance(j["next"], str)
-        j2 = self.page(f"?before={j['next']}")
+        self.assertIsNotNone(j["next"])
+        j2 = self.page(f"?before={quote(j['next'])}")
         self.assertEqual([t["id"] for t in j2["transfers"]], self.newest_first[50:])
         self.assertIsNone(j2["next"])
 
     def test_paging_newest_first(self):
         got, before, pages = [], None, 0
         while True:
-            j = self.page("?limit=4" + (f"&before={before}" if before else ""))
+            j = self.page("?limit=4" + (f"&before={quote(before)}" if before is not None else ""))
             self.assertLessEqual(len(j["transfers"]), 4)
             got += [t["id"] for t in j["transfers"]]
             pages += 1
@@ -765,7 +775,8 @@ class HistoryTests(Base):
         j = self.page("?limit=57")
         self.assertEqual(len(j["transfers"]), 57)
         if j["next"] is not None:  # exactly full: an empty last page is fine
-            self.assertEqual(self.page(f"?limit=57&before={j['next']}"), {"transfers": [], "next": None})
+            j2 = self.page(f"?limit=57&before={quote(j['next'])}")
+            self.assertEqual((j2["transfers"], j2["next"]), ([], None))
         for q in ("?limit=0", "?limit=1001", "?limit=-1", "?limit=abc", "?limit=1.5", "?limit=10x",
                   "?limit=99999999999999999999"):
             self.assertErrorResp(self.admin.get(f"/v1/accounts/{self.a}/transfers{q}"), 400, "invalid_field",
@@ -779,7 +790,7 @@ class HistoryTests(Base):
         self.assertEqual([t["id"] for t in j["transfers"]], self.newest_first[:5])
         for _ in range(3):
             self.assertEqual(self.admin.transfer(self.a, self.b, 1, self.cur).status, 201)
-        j2 = self.page(f"?limit=5&before={j['next']}")
+        j2 = self.page(f"?limit=5&before={quote(j['next'])}")
         self.assertEqual([t["id"] for t in j2["transfers"]], self.newest_first[5:10],
                          "a cursor must continue where its page ended, whatever was added since")
 

@@ -177,7 +177,7 @@ class ConcurrencyTest(E2ETestCase):
             self.assertGreater(load.counts.get("insufficient_funds", 0), 0, "the load never hit empty accounts")
             self.assertGreater(load.counts.get("currency_mismatch", 0), 0)
             c = d.client()
-            verify_ledger(self, c, book, sample_gets=1000, label="after load")
+            verify_ledger(self, c, book, sample_gets=None, label="after load")  # every 201 by id
             c.close()
             self.assertEqual(d.stop(), 0)
         finally:
