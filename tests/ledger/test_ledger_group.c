@@ -32,6 +32,7 @@ typedef struct storm {
     rt_waitgroup wg;
     rt_waitgroup checker_wg;
     _Atomic bool stop;
+    rt_chan *start;                /* closed once every worker exists */
 } storm;
 
 typedef struct worker_arg {
@@ -51,6 +52,9 @@ static uint64_t next_rand(uint64_t *x) {
 static void storm_worker(void *arg) {
     worker_arg *wa = arg;
     storm *s = wa->s;
+    /* Start together, so requests pile up behind the commit in flight
+     * however slowly goroutines are created (ThreadSanitizer). */
+    rt_chan_recv(s->start, NULL);
     uint64_t seed = 0x9e3779b97f4a7c15ULL * (uint64_t)(wa->g + 1);
     int extra = -1;
     if (wa->g % 8 == 0) {
@@ -126,6 +130,7 @@ static void test_storm(void) {
     ledger_get_stats(l, &before);
 
     worker_arg wa[NG];
+    CHECK(rt_chan_make(&s->start, 0, 0) == RT_OK);
     rt_waitgroup_add(&s->checker_wg, 1);
     CHECK(rt_go(checker, s) == RT_OK);
     int64_t t0 = rt_nanotime();
@@ -134,7 +139,9 @@ static void test_storm(void) {
         wa[g] = (worker_arg){ s, g };
         CHECK(rt_go(storm_worker, &wa[g]) == RT_OK);
     }
+    rt_chan_close(s->start);
     rt_waitgroup_wait(&s->wg);
+    rt_chan_release(s->start);
     double secs = (double)(rt_nanotime() - t0) / 1e9;
     atomic_store(&s->stop, true);
     rt_waitgroup_wait(&s->checker_wg);
