@@ -1197,25 +1197,7 @@ static void exitsyscall_park(g *gp, void *arg) {
 /* The M has no P; get one (the same if still free).  Goroutine side. */
 static void exitsyscall(g *gp) {
     m *mp = getm();
-    p *oldp = mp->oldp;
-    mp->oldp = NULL;
-    if (oldp) {
-        uint32_t expected = P_SYSCALL;
-        if (atomic_compare_exchange_strong_explicit(&oldp->status, &expected, P_RUNNING,
-                                                    memory_order_acq_rel,
-                                                    memory_order_relaxed)) {
-            mp->p = oldp;
-            atomic_store_explicit(&oldp->m, mp, memory_order_relaxed);
-            atomic_store_explicit(&gp->status, G_RUNNING, memory_order_relaxed);
-            gp->m = mp;
-            return;
-        }
-    }
-    lock_acquire(&sched.lock);
-    p *pp = pidle_get();
-    lock_release(&sched.lock);
-    if (pp) {
-        acquirep(mp, pp);
+    if (reacquire_p_nonblocking(mp)) {
         atomic_store_explicit(&gp->status, G_RUNNING, memory_order_relaxed);
         gp->m = mp;
         return;
