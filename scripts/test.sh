@@ -13,8 +13,8 @@
 # Installs missing Debian packages first (scripts/install-deps.sh).  Prints a
 # summary and, last, a line `N passed, N failed` summed over the
 # configurations; exits non-zero if any test failed or any build broke.
-# The per-configuration test environment (RT_TEST_SCALE, *SAN_OPTIONS) is set
-# in tests/runtime/CMakeLists.txt.
+# The per-configuration test environment (RT_TEST_SCALE, *SAN_OPTIONS) and
+# timeout are set in cmake/LedgerdTesting.cmake.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
