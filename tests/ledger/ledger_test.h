@@ -142,25 +142,8 @@ static inline int64_t lt_balance(ledger *l, const char *id, const char *currency
 /* Spawn this test binary again with RT_TEST_CHILD=name plus extra
  * environment entries (NULL-terminated).  Returns the pid. */
 static inline pid_t lt_spawn_child(const char *name, const char *const *extra_env) {
-    size_t n = 0, k = 0, m = 0;
-    while (environ[n]) n++;
-    while (extra_env && extra_env[m]) m++;
-    char **env = calloc(n + m + 2, sizeof *env);
-    for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], "RT_TEST_CHILD=", 14) != 0) env[k++] = environ[i];
-    char childvar[256];
-    snprintf(childvar, sizeof childvar, "RT_TEST_CHILD=%s", name);
-    env[k++] = childvar;
-    for (size_t i = 0; i < m; i++) env[k++] = (char *)extra_env[i];
-    env[k] = NULL;
-    char exe[4096];
-    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    CHECK(len > 0);
-    exe[len] = 0;
-    char *argv[] = { exe, NULL };
     pid_t pid;
-    int rc = posix_spawn(&pid, exe, NULL, NULL, argv, env);
-    free(env);
+    int rc = rt_test_spawn_self(&pid, "RT_TEST_CHILD", name, extra_env, NULL);
     CHECK(rc == 0);
     return pid;
 }

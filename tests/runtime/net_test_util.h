@@ -77,37 +77,8 @@ static inline int ntu_spawn(ntu_child *ch, const char *name, const char *const *
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, in[0], 0);
     posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    size_t n = 0, nx = 0;
-    while (environ[n]) n++;
-    while (extra && extra[nx]) nx++;
-    char **env = calloc(n + nx + 2, sizeof *env);
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], "RT_NET_CHILD=", 13) != 0) env[k++] = environ[i];
-    char namebuf[128];
-    snprintf(namebuf, sizeof namebuf, "RT_NET_CHILD=%s", name);
-    env[k++] = namebuf;
-    for (size_t i = 0; i < nx; i++) env[k++] = (char *)extra[i];
-    env[k] = NULL;
-    char exe[4096];
-    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (len < 0) return -1;
-    exe[len] = 0;
-    char *argv[16];
-    size_t argc_ = 0;
-    char emu[1024] = "";
-    const char *emu_env = getenv("RT_TEST_EMULATOR");
-    if (emu_env && *emu_env) {
-        snprintf(emu, sizeof emu, "%s", emu_env);
-        char *save = NULL;
-        for (char *tok = strtok_r(emu, " ", &save); tok && argc_ < 14; tok = strtok_r(NULL, " ", &save))
-            argv[argc_++] = tok;
-    }
-    argv[argc_++] = exe;
-    argv[argc_] = NULL;
-    int rc = posix_spawnp(&ch->pid, argv[0], &fa, NULL, argv, env);
+    int rc = rt_test_spawn_self(&ch->pid, "RT_NET_CHILD", name, extra, &fa);
     posix_spawn_file_actions_destroy(&fa);
-    free(env);
     close(in[0]);
     close(out[1]);
     if (rc != 0) {

@@ -90,34 +90,39 @@ static inline int rt_test_done(void) {
 }
 
 /*
- * Run this test binary again with RT_TEST_CHILD=name; capture stderr (up to
- * cap-1 bytes, NUL-terminated) and return the wait status (-1 on error).
+ * Start this test binary again as a child process: the environment is ours
+ * minus any `marker=` entry, plus `marker=name` and the NULL-terminated
+ * `extra` entries ("K=V"; may be NULL); file actions as given.  Under an
+ * emulator (the aarch64 tests run under qemu-user, which cannot exec a
+ * foreign binary without binfmt_misc) RT_TEST_EMULATOR holds its command
+ * line, space-separated, and the child runs as `emulator... exe`.
+ * Returns posix_spawn's result (0 on success), -1 if /proc/self/exe is
+ * unreadable.
  */
-static inline int rt_test_run_child(const char *name, char *out, size_t cap) {
-    int pipefd[2];
-    if (pipe(pipefd) != 0) return -1;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
-    posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
-    posix_spawn_file_actions_addclose(&fa, pipefd[0]);
-    char envbuf[256];
-    snprintf(envbuf, sizeof envbuf, "RT_TEST_CHILD=%s", name);
-    size_t n = 0;
+static inline int rt_test_spawn_self(pid_t *pid, const char *marker, const char *name,
+                                     const char *const *extra,
+                                     const posix_spawn_file_actions_t *fa) {
+    size_t marker_len = strlen(marker), n = 0, nx = 0;
     while (environ[n]) n++;
-    char **env = calloc(n + 2, sizeof *env);
+    while (extra && extra[nx]) nx++;
+    char **env = calloc(n + nx + 2, sizeof *env);
+    if (!env) return -1;
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], "RT_TEST_CHILD=", 14) != 0) env[k++] = environ[i];
-    env[k++] = envbuf;
+        if (!(strncmp(environ[i], marker, marker_len) == 0 && environ[i][marker_len] == '='))
+            env[k++] = environ[i];
+    char markbuf[256];
+    snprintf(markbuf, sizeof markbuf, "%s=%s", marker, name);
+    env[k++] = markbuf;
+    for (size_t i = 0; i < nx; i++) env[k++] = (char *)extra[i];
     env[k] = NULL;
     char exe[4096];
     ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (len < 0) return -1;
+    if (len < 0) {
+        free(env);
+        return -1;
+    }
     exe[len] = 0;
-    /* Under an emulator (the aarch64 tests run under qemu-user, which cannot
-     * exec a foreign binary without binfmt_misc), RT_TEST_EMULATOR holds its
-     * command line, space-separated: the child runs as `emulator... exe`. */
     char *argv[16];
     size_t argc_ = 0;
     char emu[1024] = "";
@@ -131,10 +136,26 @@ static inline int rt_test_run_child(const char *name, char *out, size_t cap) {
     }
     argv[argc_++] = exe;
     argv[argc_] = NULL;
-    pid_t pid;
-    int rc = posix_spawnp(&pid, argv[0], &fa, NULL, argv, env);
-    posix_spawn_file_actions_destroy(&fa);
+    int rc = posix_spawnp(pid, argv[0], fa, NULL, argv, env);
     free(env);
+    return rc;
+}
+
+/*
+ * Run this test binary again with RT_TEST_CHILD=name; capture stderr (up to
+ * cap-1 bytes, NUL-terminated) and return the wait status (-1 on error).
+ */
+static inline int rt_test_run_child(const char *name, char *out, size_t cap) {
+    int pipefd[2];
+    if (pipe(pipefd) != 0) return -1;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
+    posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
+    posix_spawn_file_actions_addclose(&fa, pipefd[0]);
+    pid_t pid;
+    int rc = rt_test_spawn_self(&pid, "RT_TEST_CHILD", name, NULL, &fa);
+    posix_spawn_file_actions_destroy(&fa);
     close(pipefd[1]);
     if (rc != 0) { close(pipefd[0]); return -1; }
     size_t used = 0;
