@@ -235,15 +235,9 @@ void diag_init(void) {
         sq.sa_flags = SA_RESTART;
         sigemptyset(&sq.sa_mask);
         sigaction(SIGQUIT, &sq, NULL);
-        pthread_t t;
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        pthread_attr_setstacksize(&attr, 256 * 1024);
-        if (pthread_create(&t, &attr, quit_thread, NULL) != 0) {
+        if (os_thread_start(NULL, quit_thread, NULL, 256 * 1024) != 0) {
             /* No dump thread: leave SIGQUIT's default action alone. */
             signal(SIGQUIT, SIG_DFL);
         }
-        pthread_attr_destroy(&attr);
     }
 }

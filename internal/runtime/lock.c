@@ -47,6 +47,17 @@ void os_futex_wake(_Atomic uint32_t *addr, int count) {
 
 void os_yield(void) { sched_yield(); }
 
+int os_thread_start(pthread_t *out, void *(*fn)(void *), void *arg, size_t stack_size) {
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, stack_size);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(out ? out : &t, &attr, fn, arg);
+    pthread_attr_destroy(&attr);
+    return rc;
+}
+
 void proc_yield(uint32_t cycles) {
     for (uint32_t i = 0; i < cycles; i++) {
 #if defined(__x86_64__)

@@ -659,12 +659,7 @@ static void newm(p *pp, bool spinning) {
     mp->nextp = pp;
     mp->spinning = spinning;
     mp->rand_state = (uint64_t)rt_nanotime() ^ ((uint64_t)mp->id << 32) ^ (uintptr_t)mp;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, M_STACK_SIZE);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    int rc = pthread_create(&mp->thread, &attr, mstart_thread, mp);
-    pthread_attr_destroy(&attr);
+    int rc = os_thread_start(&mp->thread, mstart_thread, mp, M_STACK_SIZE);
     if (rc != 0) rt_throwf("runtime: failed to create new OS thread (%s)", strerror(rc));
 }
 

@@ -74,6 +74,9 @@ void note_sleep(note *n);
 bool note_timed_sleep(note *n, int64_t ns);
 
 void os_yield(void);
+/* Start a detached thread (the runtime's Ms, sysmon, the dump thread);
+ * returns pthread_create's result. */
+int os_thread_start(pthread_t *out, void *(*fn)(void *), void *arg, size_t stack_size);
 void proc_yield(uint32_t cycles);   /* spin-wait hint (pause / yield) */
 int os_futex_wait(_Atomic uint32_t *addr, uint32_t val, int64_t ns);
 void os_futex_wake(_Atomic uint32_t *addr, int count);

@@ -192,42 +192,6 @@ static void mutex_take_handoff(rt_mutex *mu, int32_t old, bool starving) {
     atomic_fetch_add_explicit(&mu->state, delta, memory_order_acq_rel);
 }
 
-__attribute__((noinline)) static void mutex_lock_slow(rt_mutex *mu) {
-    int64_t wait_start = 0;
-    bool starving = false;
-    bool awoke = false;
-    int iter = 0;
-    int32_t old = mutex_load(mu);
-    for (;;) {
-        if ((old & (MUTEX_LOCKED | MUTEX_STARVING)) == MUTEX_LOCKED && mutex_can_spin(iter)) {
-            /* Set WOKEN so that unlock does not wake a sleeper while we
-             * are about to take the mutex ourselves. */
-            if (!awoke && !(old & MUTEX_WOKEN) && mutex_waiters(old) != 0 &&
-                mutex_cas(mu, &old, old | MUTEX_WOKEN))
-                awoke = true;
-            proc_yield(ACTIVE_SPIN_CNT);
-            iter++;
-            old = mutex_load(mu);
-            continue;
-        }
-        int32_t new_state = mutex_next_state(old, starving, awoke);
-        if (!mutex_cas(mu, &old, new_state)) continue;   /* old reloaded */
-        if (!(old & (MUTEX_LOCKED | MUTEX_STARVING))) return;   /* got it */
-
-        bool requeue = wait_start != 0;                 /* waited before */
-        if (wait_start == 0) wait_start = rt_nanotime();
-        sema_acquire(&mu->sema, requeue, WAIT_MUTEX);
-        starving = starving || rt_nanotime() - wait_start > STARVATION_NS;
-        old = mutex_load(mu);
-        if (old & MUTEX_STARVING) {
-            mutex_take_handoff(mu, old, starving);
-            return;
-        }
-        awoke = true;
-        iter = 0;
-    }
-}
-
 /* How mutex_leave_waiters left the waiter count. */
 typedef enum mutex_leave {
     MUTEX_LEFT,          /* decremented: we are gone */
@@ -323,7 +287,9 @@ void rt_mutex_lock(rt_mutex *mu) {
     if (rt_likely(atomic_compare_exchange_strong_explicit(
             &mu->state, &unlocked, MUTEX_LOCKED, memory_order_acquire, memory_order_relaxed)))
         return;
-    mutex_lock_slow(mu);
+    /* With no context and no deadline the cancellable slow path never gives
+     * up (sema_acquire_ctx is then plain sema_acquire): one loop serves both. */
+    (void)mutex_lock_slow_ctx(mu, NULL, 0);
 }
 
 bool rt_mutex_trylock(rt_mutex *mu) {

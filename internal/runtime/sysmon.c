@@ -176,12 +176,6 @@ void sysmon_start(void) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGURG, &sa, NULL);
 
-    pthread_t t;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 256 * 1024);
-    if (pthread_create(&t, &attr, sysmon_main, NULL) != 0)
+    if (os_thread_start(NULL, sysmon_main, NULL, 256 * 1024) != 0)
         rt_throw("runtime: cannot start the monitor thread");
-    pthread_attr_destroy(&attr);
 }
