@@ -70,6 +70,7 @@ typedef struct pipeline_request {
     const char *idem_key;    /* Idempotency-Key header value, NULL if absent */
     size_t idem_key_len;
     const char *request_id;
+    bool idem_key_dup;       /* more than one Idempotency-Key header: 400 (after 401) */
 } pipeline_request;
 
 /* The outcome.  status 201: rec holds the transfer (replayed: true when the
