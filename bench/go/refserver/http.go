@@ -147,8 +147,16 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		s.route(c)
 	}
+	d := time.Since(t0)
 	s.st.m.countRequest(c.route, c.status)
-	s.st.m.reqSeconds.observe(time.Since(t0).Seconds())
+	s.st.m.reqSeconds.observe(d.Seconds())
+	if logRequests {
+		// The C daemon's request line (issue 4): method, path, status,
+		// duration, request id.  Off by default; bench/run-http.sh sets it
+		// the same way for both servers.
+		lg.log("info", "request", "method", c.r.Method, "path", c.r.URL.Path, "status", c.status,
+			"duration_ms", float64(d.Microseconds())/1000, "request_id", rid)
+	}
 }
 
 func (s *server) route(c *reqCtx) {

@@ -4,7 +4,7 @@
 // black-box suite in tests/e2e/ before the C daemon exists.
 //
 //	refserver --listen 127.0.0.1:8080 --db ledger.db [--admin-key SECRET]
-//	          [--log-format json|text]
+//	          [--log-format json|text] [--log-requests true|false]
 //
 // The admin key may also come from LEDGERD_ADMIN_KEY.  With neither, the
 // first start generates one, stores only its SHA-256, writes the secret to
@@ -63,6 +63,34 @@ type logger struct {
 }
 
 var lg = &logger{json: true, w: os.Stderr}
+
+// logRequests: one log line per request (--log-requests true).  Set once in
+// main before serving, read-only afterwards.
+var logRequests bool
+
+// boolArg is a flag that takes its value as a separate argument
+// ("--log-requests false"), as the C daemon's parser does; Go's own bool
+// flags accept only "--flag=false".
+type boolArg struct{ v *bool }
+
+func (b boolArg) String() string {
+	if b.v != nil && *b.v {
+		return "true"
+	}
+	return "false"
+}
+
+func (b boolArg) Set(s string) error {
+	switch s {
+	case "true", "1", "yes", "on":
+		*b.v = true
+	case "false", "0", "no", "off":
+		*b.v = false
+	default:
+		return fmt.Errorf("want true or false, not %q", s)
+	}
+	return nil
+}
 
 // log writes one line: a JSON object {"ts","level","msg",k:v...} or, with
 // --log-format text, "ts level msg k=v ...".
@@ -125,6 +153,7 @@ func main() {
 	dbPath := flag.String("db", "ledgerd.db", "SQLite database path")
 	adminKey := flag.String("admin-key", "", "admin API key (else $LEDGERD_ADMIN_KEY, else generated on first start)")
 	logFormat := flag.String("log-format", "json", "json or text")
+	flag.Var(boolArg{&logRequests}, "log-requests", "true: one log line per request (default false)")
 	flag.Parse()
 	switch *logFormat {
 	case "json":

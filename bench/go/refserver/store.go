@@ -123,8 +123,13 @@ type store struct {
 func nowStamp() string { return time.Now().UTC().Format("2006-01-02T15:04:05.000Z") }
 
 func openStore(path string) (*store, error) {
+	// The C ledger's settings (internal/ledger/store.c): WAL,
+	// synchronous=FULL on every connection, a 10 s busy timeout,
+	// SQLITE_OPEN_NOMUTEX (database/sql hands a connection to one goroutine
+	// at a time), foreign keys off; temp_store=MEMORY on the writer below.
+	// Page cache and wal_autocheckpoint stay at SQLite's defaults, as there.
 	dsn := "file:" + url.PathEscape(path) +
-		"?_journal_mode=WAL&_synchronous=FULL&_busy_timeout=10000"
+		"?_journal_mode=WAL&_synchronous=FULL&_busy_timeout=10000&_mutex=no&_foreign_keys=0"
 	wdb, err := sql.Open("sqlite3", dsn)
 	if err != nil {
 		return nil, err
@@ -141,6 +146,9 @@ func openStore(path string) (*store, error) {
 	}
 	if mode != "wal" {
 		return nil, fmt.Errorf("journal_mode is %q, want wal", mode)
+	}
+	if _, err := w.ExecContext(ctx, "PRAGMA temp_store=MEMORY"); err != nil {
+		return nil, err
 	}
 	if _, err := w.ExecContext(ctx, schema); err != nil {
 		return nil, err
