@@ -152,54 +152,41 @@ static void fail_expired(pipeline *p, job *j, const char *where) {
     fail(j, 504, "deadline_exceeded", "the request's deadline passed %s; no money moved", where);
 }
 
-/* A ledger error as the API's status and code (see the README). */
+/* A ledger error as the API's status and code (wire's one table), with a
+ * message about this transfer. */
 static void map_ledger_error(pipeline_result *r, int rc, const wire_transfer *t) {
+    wire_ledger_status(rc, &r->status, &r->code);
     switch (rc) {
     case LEDGER_ENOTFOUND:
-        set_error(r, 404, "not_found", "account %s or %s not found", t->from, t->to);
-        break;
-    case LEDGER_ESAME_ACCOUNT:
-        set_error(r, 422, "same_account", "from and to are the same account");
+        snprintf(r->message, sizeof r->message, "account %s or %s not found", t->from, t->to);
         break;
     case LEDGER_ECURRENCY:
-        set_error(r, 422, "currency_mismatch", "transfer currency %s does not match both accounts",
-                  t->currency);
+        snprintf(r->message, sizeof r->message, "transfer currency %s does not match both accounts",
+                 t->currency);
         break;
     case LEDGER_EFUNDS:
-        set_error(r, 422, "insufficient_funds", "account %s has insufficient funds", t->from);
+        snprintf(r->message, sizeof r->message, "account %s has insufficient funds", t->from);
         break;
     case LEDGER_ELIMIT:
-        set_error(r, 422, "balance_limit", "a balance would exceed +-%lld minor units",
-                  (long long)LEDGER_BALANCE_MAX);
+        snprintf(r->message, sizeof r->message, "a balance would leave +-%lld minor units",
+                 (long long)LEDGER_BALANCE_MAX);
         break;
     case LEDGER_EIDEM_REUSED:
-        set_error(r, 409, "idempotency_key_reused",
-                  "this Idempotency-Key was used with a different request");
+        snprintf(r->message, sizeof r->message, "this Idempotency-Key was used with a different request");
         break;
     case LEDGER_EIDEM_IN_USE:
-        set_error(r, 409, "idempotency_key_in_use",
-                  "a request with this Idempotency-Key is still in flight");
-        break;
-    case LEDGER_EUNAUTHORIZED:
-        set_error(r, 401, "unauthorized", "missing or unknown API key");
+        snprintf(r->message, sizeof r->message, "a request with this Idempotency-Key is still in flight");
         break;
     case LEDGER_ETIMEDOUT:
     case LEDGER_ECANCELED:
-        set_error(r, 504, "deadline_exceeded",
-                  "the request's deadline passed before the ledger applied it; no money moved");
-        break;
-    case LEDGER_ECLOSED:
-        set_error(r, 503, "draining", "the server is shutting down");
-        break;
-    case LEDGER_EIO:
-    case LEDGER_EFAILED:
-        set_error(r, 503, "storage_unavailable", "the ledger store failed: %s", ledger_strerror(rc));
+        snprintf(r->message, sizeof r->message,
+                 "the request's deadline passed before the ledger applied it; no money moved");
         break;
     case LEDGER_EINVAL:
-        set_error(r, 400, "invalid_field", "from/to/amount/currency/memo: rejected by the ledger");
+        snprintf(r->message, sizeof r->message, "from/to/amount/currency/memo: rejected by the ledger");
         break;
     default:
-        set_error(r, 500, "internal", "internal error: %s", ledger_strerror(rc));
+        snprintf(r->message, sizeof r->message, "%s", ledger_strerror(rc));
         break;
     }
 }

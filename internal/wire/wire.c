@@ -296,6 +296,34 @@ int wire_parse_page_query(const char *query, size_t query_len, wire_page_query *
     return 0;
 }
 
+/* ------------------------------------------------------- ledger errors */
+
+void wire_ledger_status(int rc, int *status, const char **code) {
+    switch (rc) {
+    case LEDGER_ENOTFOUND: *status = 404; *code = "not_found"; break;
+    case LEDGER_EEXISTS: *status = 409; *code = "account_exists"; break;
+    case LEDGER_ESAME_ACCOUNT: *status = 422; *code = "same_account"; break;
+    case LEDGER_ECURRENCY: *status = 422; *code = "currency_mismatch"; break;
+    case LEDGER_EFUNDS: *status = 422; *code = "insufficient_funds"; break;
+    /* API.md has no code for it: a balance would leave +-(2^53-1), which
+     * only huge test amounts reach.  422 like the other refusals. */
+    case LEDGER_ELIMIT: *status = 422; *code = "balance_limit"; break;
+    case LEDGER_EIDEM_REUSED: *status = 409; *code = "idempotency_key_reused"; break;
+    case LEDGER_EIDEM_IN_USE: *status = 409; *code = "idempotency_key_in_use"; break;
+    case LEDGER_EUNAUTHORIZED: *status = 401; *code = "unauthorized"; break;
+    case LEDGER_EINVAL: *status = 400; *code = "invalid_field"; break;
+    case LEDGER_ETIMEDOUT:
+    case LEDGER_ECANCELED: *status = 504; *code = "deadline_exceeded"; break;
+    case LEDGER_ECLOSED: *status = 503; *code = "draining"; break;
+    /* The store cannot write (rolled back, or COMMIT failed and the store
+     * refuses writes until restarted): a retry elsewhere or later may work,
+     * so 503, not 500. */
+    case LEDGER_EIO:
+    case LEDGER_EFAILED: *status = 503; *code = "storage_unavailable"; break;
+    default: *status = 500; *code = "internal"; break;
+    }
+}
+
 /* ------------------------------------------------------------- output */
 
 /* Checked snprintf: the length, or -1 if it did not fit. */

@@ -51,6 +51,9 @@ typedef struct api_options {
     ledger *ledger;          /* required */
     pipeline *pipeline;      /* required */
     bool log_requests;       /* one log line per request (default on in the daemon) */
+    int64_t timeout_ns;      /* deadline of the ledger calls of one request
+                                (accounts, keys, reads); 0: 5 s.  Transfers
+                                use the pipeline's deadline_ns. */
 } api_options;
 
 int api_new(const api_options *opts, api_server **out);

@@ -123,6 +123,22 @@ typedef struct wire_page_query {
 int wire_parse_page_query(const char *query, size_t query_len, wire_page_query *out,
                           wire_error *e);
 
+/* ------------------------------------------------------- ledger errors */
+
+/*
+ * The API status and code of a ledger_error (one table for every caller):
+ *   ENOTFOUND 404 not_found          EEXISTS 409 account_exists
+ *   ESAME_ACCOUNT 422 same_account   ECURRENCY 422 currency_mismatch
+ *   EFUNDS 422 insufficient_funds    ELIMIT 422 balance_limit
+ *   EIDEM_REUSED 409 idempotency_key_reused
+ *   EIDEM_IN_USE 409 idempotency_key_in_use
+ *   EUNAUTHORIZED 401 unauthorized   EINVAL 400 invalid_field
+ *   ETIMEDOUT, ECANCELED 504 deadline_exceeded
+ *   ECLOSED 503 draining             EIO, EFAILED 503 storage_unavailable
+ *   anything else (ENOMEM, ...) 500 internal
+ */
+void wire_ledger_status(int ledger_rc, int *status, const char **code);
+
 /* ------------------------------------------------------------- output */
 
 /* {"id","currency","balance","created_at"} */
