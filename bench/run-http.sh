@@ -114,11 +114,11 @@ fi
 command -v wrk >/dev/null || { echo "run-http: wrk is not installed" >&2; exit 1; }
 
 # Per-request logging, the same for both servers where the C daemon allows.
-GO_LOGARGS=(--log-requests "$LOG_REQUESTS")
+GO_LOGARGS=("--log-requests=$LOG_REQUESTS")
 C_LOGARGS=() C_LOGNOTE=none
 if [[ $want_c -eq 1 ]]; then
   if "$C_SRV" --help 2>&1 | grep -q -- '--log-requests'; then
-    C_LOGARGS=(--log-requests "$LOG_REQUESTS") C_LOGNOTE=$LOG_REQUESTS
+    C_LOGARGS=("--log-requests=$LOG_REQUESTS") C_LOGNOTE=$LOG_REQUESTS
   else
     C_LOGNOTE="unsupported: daemon default"
     echo "run-http: WARNING: ledgerd has no --log-requests flag; it runs with its default logging" >&2

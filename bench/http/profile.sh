@@ -47,7 +47,7 @@ DATA=$BB/$(basename "$OUT").data
 DB=$(mktemp -d "$BB/prof-db-XXXXXX")
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 URL=http://127.0.0.1:$PORT
-LOGARGS=(--log-requests false)
+LOGARGS=(--log-requests=false)
 if [[ $SERVER == c ]] && ! "$BIN" --help 2>&1 | grep -q -- '--log-requests'; then LOGARGS=(); fi
 PRE=()
 [[ $TOOL == callgrind ]] && PRE=(valgrind --tool=callgrind --callgrind-out-file="$DATA")
