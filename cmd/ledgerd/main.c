@@ -136,7 +136,7 @@ static int start_signal_thread(char *err, size_t errlen) {
 /* Log a start-up failure, tell a waiting parent, release the pidfile. */
 static int fail_startup(const char *what, const char *detail) {
     char msg[1024];
-    snprintf(msg, sizeof msg, "%s: %s", what, detail);
+    snprintf(msg, sizeof msg, "%s: %.900s", what, detail);
     log_error(what, LOG_STR("error", detail));
     daemon_report(&d.ready_fd, msg);
     pidfile_release(d.cfg.pidfile, d.pidfile_fd);
@@ -164,7 +164,7 @@ static ledger *open_ledger(void) {
     ledger *l = NULL;
     int rc = ledger_open(c->db, &lo, &l, err, sizeof err);
     if (rc != LEDGER_OK) {
-        char detail[800];
+        char detail[PATH_MAX + 1200];
         snprintf(detail, sizeof detail, "%s: %s (%s)", c->db, err[0] ? err : ledger_strerror(rc),
                  ledger_strerror(rc));
         fail_startup(rc == LEDGER_ECORRUPT ? "database failed its integrity check; refusing to serve"
