@@ -91,21 +91,25 @@ static int arena_nul(httpd_conn *c) {
     return 0;
 }
 
-static int on_message_begin(llhttp_t *p) {
-    httpd_conn *c = conn_of(p);
-    c->phase = PHASE_HEAD;
-    c->req_first_ns = c->read_ns;
+/* Forget the previous request's copies (memory kept). */
+static void reset_request(httpd_conn *c) {
     c->head_count = c->head_raw = 0;
     c->arena.len = 0;
     c->url_off = c->url_len = 0;
-    c->path_off = 0;
-    c->path_len = 0;
+    c->path_off = c->path_len = 0;
     c->has_query = false;
     c->url_done = false;
     c->nspans = 0;
     c->hstate = 0;
     c->body.len = 0;
     c->upgrade = false;
+}
+
+static int on_message_begin(llhttp_t *p) {
+    httpd_conn *c = conn_of(p);
+    c->phase = PHASE_HEAD;
+    c->req_first_ns = c->read_ns;
+    reset_request(c);
     return 0;
 }
 
@@ -190,6 +194,11 @@ static int on_header_field_complete(llhttp_t *p) {
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len) {
     httpd_conn *c = conn_of(p);
+    for (size_t i = 0; i < len; i++) {   /* no control characters but HTAB */
+        unsigned char ch = (unsigned char)at[i];
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+            return reject(c, 400, "invalid_request", "malformed HTTP request: invalid header value");
+    }
     c->spans[c->nspans - 1].value_len += (uint32_t)len;
     return arena_put(c, at, len);
 }
@@ -247,7 +256,7 @@ static int on_headers_complete(llhttp_t *p) {
     if (c->hstate == 2 && finish_header_value(c)) return -1;
     c->hstate = 0;
     c->phase = PHASE_BODY;
-    c->req.start_ns = rt_nanotime();
+    c->req.start_ns = c->read_ns;   /* when the bytes completing the head arrived */
     c->head_count += 2;
     if (c->head_count > c->srv->opts.max_header_bytes) {
         reject_too_large_head(c);
@@ -373,9 +382,11 @@ static int flush_out(httpd_conn *c) {
     }
     int rc = rt_conn_write(c->conn, c->out.p, c->out.len);
     c->out.len = 0;
+    if (c->out.cap > HTTPD_KEEP_BYTES) hbuf_free(&c->out);   /* a rare big batch */
     if (rc == RT_OK && c->batch_n)
         atomic_fetch_add_explicit(&s->st.requests, c->batch_n, memory_order_relaxed);
     c->batch_n = 0;
+    c->idle_since = now;   /* the idle timeout runs from the last write */
     return rc;
 }
 
@@ -438,7 +449,8 @@ static bool dispatch(httpd_conn *c, bool more_buffered) {
     c->phase = PHASE_IDLE;
     if (!more_buffered || r->close || c->out.len >= HTTPD_OUT_FLUSH) rc = flush_out(c);
     call_on_done(c, r->status);
-    c->idle_since = rt_nanotime();
+    if (r->body.cap > HTTPD_KEEP_BYTES) hbuf_free(&r->body);   /* a rare big body */
+    reset_request(c);
     return rc == RT_OK && !r->close;
 }
 

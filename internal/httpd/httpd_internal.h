@@ -32,6 +32,9 @@
  * much before writing (a client that pipelines without reading must not grow
  * the buffer without bound). */
 #define HTTPD_OUT_FLUSH 65536
+/* Buffers that grew past this for one big request or response are freed
+ * after it rather than kept for the connection's lifetime. */
+#define HTTPD_KEEP_BYTES ((size_t)256 * 1024)
 /* After an error that closes the connection, unread input is drained for at
  * most this long / this much before the close, so the kernel does not turn
  * the close into a RST that destroys the error response in flight. */
