@@ -238,6 +238,17 @@ static const hdr_span *find_span(const httpd_conn *c, const char *name, size_t c
 
 static int flush_out(httpd_conn *c);
 
+/* RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host (as Go's
+ * net/http, whose 400 the reference server answers with). */
+static bool host_ok(const httpd_conn *c) {
+    int n = 0;
+    for (size_t i = 0; i < c->nspans; i++) {
+        const hdr_span *h = &c->spans[i];
+        if (h->name_len == 4 && strncasecmp(c->arena.p + h->name_off, "Host", 4) == 0) n++;
+    }
+    return n == 1;
+}
+
 /* "Expect: 100-continue" with a body to come: tell the client to send it
  * (after any responses queued before this request, to keep the order). */
 static int send_continue(httpd_conn *c) {
@@ -260,6 +271,10 @@ static int on_headers_complete(llhttp_t *p) {
     c->head_count += 2;
     if (c->head_count > c->srv->opts.max_header_bytes) {
         reject_too_large_head(c);
+        return -1;
+    }
+    if (p->http_major == 1 && p->http_minor >= 1 && !host_ok(c)) {
+        reject(c, 400, "invalid_request", "malformed HTTP request: an HTTP/1.1 request needs exactly one Host header");
         return -1;
     }
     bool has_cl = (p->flags & F_CONTENT_LENGTH) != 0;

@@ -417,7 +417,7 @@ static void test_pipelining(void) {
     char *burst = malloc((size_t)n * 64);
     size_t len = 0;
     for (int i = 0; i < n; i++)
-        len += (size_t)sprintf(burst + len, "GET /hello HTTP/1.1\r\nX-Request-Id: b-%d\r\n\r\n", i);
+        len += (size_t)sprintf(burst + len, "GET /hello HTTP/1.1\r\nHost: x\r\nX-Request-Id: b-%d\r\n\r\n", i);
     CHECK_EQ(rt_conn_write(cl->c, burst, len), RT_OK);
     for (int i = 0; i < n; i++) {
         char want[32];
@@ -428,7 +428,7 @@ static void test_pipelining(void) {
     free(burst);
 
     /* byte by byte */
-    const char *two = "POST /echo HTTP/1.1\r\nContent-Length: 2\r\n\r\nxyGET /hello HTTP/1.1\r\n\r\n";
+    const char *two = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nxyGET /hello HTTP/1.1\r\nHost: x\r\n\r\n";
     for (const char *p = two; *p; p++) CHECK_EQ(rt_conn_write(cl->c, p, 1), RT_OK);
     expect_response(cl, &r, 200);
     CHECK(strcmp(r.body, "xy") == 0);
@@ -450,7 +450,7 @@ static void test_request_ids(void) {
     max_id[128] = 0;
     const char *valid[] = {"abc-123._X", "a", max_id};
     for (size_t i = 0; i < 3; i++) {
-        snprintf(req, sizeof req, "GET /hello HTTP/1.1\r\nX-Request-Id: %s\r\n\r\n", valid[i]);
+        snprintf(req, sizeof req, "GET /hello HTTP/1.1\r\nHost: x\r\nX-Request-Id: %s\r\n\r\n", valid[i]);
         send_str(cl, req);
         expect_response(cl, &r, 200);
         CHECK(header(&r, "X-Request-Id", v, sizeof v) && strcmp(v, valid[i]) == 0);
@@ -462,7 +462,7 @@ static void test_request_ids(void) {
     const char *invalid[] = {long_id, "bad id!", "semi;colon", "slash/x", "\xc3\xa9t\xc3\xa9"};
     id1[0] = 0;
     for (size_t i = 0; i < 5; i++) {
-        snprintf(req, sizeof req, "GET /hello HTTP/1.1\r\nX-Request-Id: %s\r\n\r\n", invalid[i]);
+        snprintf(req, sizeof req, "GET /hello HTTP/1.1\r\nHost: x\r\nX-Request-Id: %s\r\n\r\n", invalid[i]);
         send_str(cl, req);
         expect_response(cl, &r, 200);
         CHECK(header(&r, "X-Request-Id", v, sizeof v) && fresh_id_shape(v));
@@ -470,7 +470,7 @@ static void test_request_ids(void) {
         snprintf(id1, sizeof id1, "%s", v);
     }
     /* the error body names the request id */
-    send_str(cl, "GET /error HTTP/1.1\r\nX-Request-Id: err-1\r\n\r\n");
+    send_str(cl, "GET /error HTTP/1.1\r\nHost: x\r\nX-Request-Id: err-1\r\n\r\n");
     expect_response(cl, &r, 404);
     CHECK(strcmp(r.body, "{\"error\":{\"code\":\"not_found\",\"message\":\"no \\\"such\\\" thing\","
                          "\"request_id\":\"err-1\"}}") == 0);
@@ -487,18 +487,18 @@ static void test_handler_error_keeps_connection(void) {
     int codes[] = {400, 401, 404, 409, 422, 500, 503};
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
         char req[128];
-        snprintf(req, sizeof req, "GET /status?code=%d HTTP/1.1\r\n\r\n", codes[i]);
+        snprintf(req, sizeof req, "GET /status?code=%d HTTP/1.1\r\nHost: x\r\n\r\n", codes[i]);
         send_str(cl, req);
         expect_response(cl, &r, codes[i]);
         CHECK(header(&r, "Connection", v, sizeof v) == NULL);
     }
-    send_str(cl, "GET /error HTTP/1.1\r\n\r\n");
+    send_str(cl, "GET /error HTTP/1.1\r\nHost: x\r\n\r\n");
     expect_response(cl, &r, 404);
     check_error_body(&r, "not_found");
-    send_str(cl, "GET /hello HTTP/1.1\r\n\r\n");
+    send_str(cl, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
     expect_response(cl, &r, 200);
     /* extra headers, and their limits (checked in the handler) */
-    send_str(cl, "GET /headers HTTP/1.1\r\n\r\n");
+    send_str(cl, "GET /headers HTTP/1.1\r\nHost: x\r\n\r\n");
     expect_response(cl, &r, 200);
     CHECK(header(&r, "X-One", v, sizeof v) && strcmp(v, "1") == 0);
     CHECK(header(&r, "X-Fill-15", v, sizeof v) != NULL);   /* 16 with X-One */
@@ -531,14 +531,14 @@ static void test_connection_close_rules(void) {
     hangup(cl);
     /* Connection: close from the client */
     cl = dial(s);
-    send_str(cl, "GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n");
+    send_str(cl, "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     expect_response(cl, &r, 200);
     CHECK(header(&r, "Connection", v, sizeof v) && strcmp(v, "close") == 0);
     CHECK(closed_by_peer(cl, RT_SECOND));
     hangup(cl);
     /* httpd_set_close from the handler */
     cl = dial(s);
-    send_str(cl, "GET /close HTTP/1.1\r\n\r\n");
+    send_str(cl, "GET /close HTTP/1.1\r\nHost: x\r\n\r\n");
     expect_response(cl, &r, 200);
     CHECK(header(&r, "Connection", v, sizeof v) && strcmp(v, "close") == 0);
     CHECK(closed_by_peer(cl, RT_SECOND));
@@ -572,16 +572,18 @@ static void test_malformed(void) {
         "THIS IS NOT HTTP\r\n\r\n",
         "GET /hello HTTP/1.1\r\nHost: x\r\nNoColonHere\r\n\r\n",
         "GET /hello HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
-        "POST /echo HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello12",
-        "POST /echo HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello12",
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
         "GET /heal thz HTTP/1.1\r\nHost: x\r\n\r\n",
-        "GET /hello HTTP/1.1\r\nBad Name: v\r\n\r\n",
-        "POST /echo HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-        "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\nhello\r\n0\r\n\r\n",
+        "GET /hello HTTP/1.1\r\nHost: x\r\nBad Name: v\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\nhello\r\n0\r\n\r\n",
         "\x01\x02\x03\r\n\r\n",
-        "GET /hello HTTP/1.1\r\nX-Ctl: a\x01b\r\n\r\n",
-        "GET /hello HTTP/1.1\r\nX\x7fY: v\r\n\r\n",
+        "GET /hello HTTP/1.1\r\nHost: x\r\nX-Ctl: a\x01b\r\n\r\n",
+        "GET /hello HTTP/1.1\r\nHost: x\r\nX\x7fY: v\r\n\r\n",
         "GET /hello HTTP/9.9\r\n\r\n",
+        "GET /hello HTTP/1.1\r\n\r\n",                            /* no Host */
+        "GET /hello HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",      /* two */
     };
     size_t n = sizeof cases / sizeof cases[0];
     for (size_t i = 0; i < n; i++) expect_protocol_error(s, cases[i], strlen(cases[i]), 400, "invalid_request");
@@ -592,7 +594,7 @@ static void test_malformed(void) {
     /* garbage after a good request: the good one is answered first */
     client *cl = dial(s);
     response r = {0};
-    send_str(cl, "POST /echo HTTP/1.1\r\nContent-Length: 2\r\n\r\nokGARBAGE GARBAGE\r\n\r\n");
+    send_str(cl, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nokGARBAGE GARBAGE\r\n\r\n");
     expect_response(cl, &r, 200);
     CHECK(strcmp(r.body, "ok") == 0);
     expect_response(cl, &r, 400);
@@ -617,7 +619,7 @@ static void test_limits(void) {
     len += (size_t)sprintf(req + len, "\r\n");
     expect_protocol_error(s, req, len, 431, "headers_too_large");
     /* one 17000-byte header, and a 20000-byte URI */
-    len = (size_t)sprintf(req, "GET /hello HTTP/1.1\r\nX-Pad: ");
+    len = (size_t)sprintf(req, "GET /hello HTTP/1.1\r\nHost: x\r\nX-Pad: ");
     memset(req + len, 'p', 17000);
     len += 17000;
     len += (size_t)sprintf(req + len, "\r\n\r\n");
@@ -625,12 +627,12 @@ static void test_limits(void) {
     len = (size_t)sprintf(req, "GET /hello?pad=");
     memset(req + len, 'q', 20000);
     len += 20000;
-    len += (size_t)sprintf(req + len, " HTTP/1.1\r\n\r\n");
+    len += (size_t)sprintf(req + len, " HTTP/1.1\r\nHost: x\r\n\r\n");
     expect_protocol_error(s, req, len, 431, "headers_too_large");
     /* 12 KiB of headers is fine */
     client *cl = dial(s);
     response r = {0};
-    len = (size_t)sprintf(req, "GET /hello HTTP/1.1\r\n");
+    len = (size_t)sprintf(req, "GET /hello HTTP/1.1\r\nHost: x\r\n");
     for (int i = 0; i < 12; i++) {
         len += (size_t)sprintf(req + len, "X-Fill-%02d: ", i);
         memset(req + len, 'f', 1000);
@@ -643,10 +645,10 @@ static void test_limits(void) {
     hangup(cl);
 
     /* Content-Length: 70000, body not sent: 413 at once */
-    const char *decl = "POST /echo HTTP/1.1\r\nContent-Length: 70000\r\n\r\n{";
+    const char *decl = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n{";
     expect_protocol_error(s, decl, strlen(decl), 413, "body_too_large");
     /* 65537 bytes actually sent */
-    len = (size_t)sprintf(req, "POST /echo HTTP/1.1\r\nContent-Length: 65537\r\n\r\n");
+    len = (size_t)sprintf(req, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 65537\r\n\r\n");
     char *big = malloc(len + 65537);
     memcpy(big, req, len);
     memset(big + len, 'b', 65537);
@@ -654,7 +656,7 @@ static void test_limits(void) {
     free(big);
     /* chunked over the limit */
     big = malloc(80000);
-    len = (size_t)sprintf(big, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+    len = (size_t)sprintf(big, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
     for (int i = 0; i < 9; i++) {
         len += (size_t)sprintf(big + len, "2000\r\n");
         memset(big + len, 'c', 8192);
@@ -676,12 +678,12 @@ static void test_connection_cap(void) {
     response r = {0};
     char v[64];
     client *a = dial(s), *b = dial(s);
-    send_str(a, "GET /hello HTTP/1.1\r\n\r\n");
+    send_str(a, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
     expect_response(a, &r, 200);
-    send_str(b, "GET /hello HTTP/1.1\r\n\r\n");
+    send_str(b, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
     expect_response(b, &r, 200);
     client *c = dial(s);
-    send_str(c, "GET /hello HTTP/1.1\r\n\r\n");
+    send_str(c, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
     expect_response(c, &r, 503);
     check_error_body(&r, "overloaded");
     CHECK(header(&r, "Retry-After", v, sizeof v) && strcmp(v, "1") == 0);
@@ -701,7 +703,7 @@ static void test_connection_cap(void) {
         rt_sleep(RT_MILLISECOND);
     }
     c = dial(s);
-    send_str(c, "GET /hello HTTP/1.1\r\n\r\n");
+    send_str(c, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
     expect_response(c, &r, 200);
     hangup(c);
     hangup(b);
@@ -733,7 +735,7 @@ static void test_timeouts(void) {
     /* the head trickling in byte by byte does not extend the deadline */
     cl = dial(s);
     t0 = rt_nanotime();
-    const char *head = "GET /hello HTTP/1.1\r\nX-A: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const char *head = "GET /hello HTTP/1.1\r\nHost: x\r\nX-A: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     bool got = false;
     for (const char *p = head; *p && !got; p++) {
         if (rt_conn_write(cl->c, p, 1) != RT_OK) break;
@@ -755,7 +757,7 @@ static void test_timeouts(void) {
     /* body too slow: 408 at ~read_timeout */
     cl = dial(s);
     t0 = rt_nanotime();
-    send_str(cl, "POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
+    send_str(cl, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc");
     expect_response(cl, &r, 408);
     el = rt_nanotime() - t0;
     CHECK(el >= 350 * RT_MILLISECOND && el < TIMING_BOUND(1500 * RT_MILLISECOND));
@@ -771,7 +773,7 @@ static void test_timeouts(void) {
 
     /* idle keep-alive: closed silently at ~idle_timeout after the response */
     cl = dial(s);
-    send_str(cl, "GET /hello HTTP/1.1\r\n\r\n");
+    send_str(cl, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
     expect_response(cl, &r, 200);
     t0 = rt_nanotime();
     CHECK(closed_by_peer(cl, 2 * RT_SECOND));
@@ -782,7 +784,7 @@ static void test_timeouts(void) {
     /* requests keep an active connection alive past the idle timeout */
     cl = dial(s);
     for (int i = 0; i < 5; i++) {
-        send_str(cl, "GET /hello HTTP/1.1\r\n\r\n");
+        send_str(cl, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
         expect_response(cl, &r, 200);
         rt_sleep(150 * RT_MILLISECOND);
     }
@@ -797,11 +799,11 @@ static void test_shutdown_drains(void) {
     char v[64];
     /* one idle keep-alive connection, one with a slow request in flight */
     client *idle = dial(s);
-    send_str(idle, "GET /hello HTTP/1.1\r\n\r\n");
+    send_str(idle, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
     expect_response(idle, &r, 200);
     client *busy = dial(s);
     atomic_store(&slow_started, 0);
-    send_str(busy, "GET /slow?ms=300 HTTP/1.1\r\n\r\n");
+    send_str(busy, "GET /slow?ms=300 HTTP/1.1\r\nHost: x\r\n\r\n");
     while (atomic_load(&slow_started) == 0) rt_sleep(RT_MILLISECOND);
 
     int64_t t0 = rt_nanotime();
@@ -843,7 +845,7 @@ static void test_shutdown_stuck_handler(void) {
     httpd_server *s = start_server(default_opts());
     client *cl = dial(s);
     atomic_store(&slow_started, 0);
-    send_str(cl, "GET /slow?ms=1500 HTTP/1.1\r\n\r\n");
+    send_str(cl, "GET /slow?ms=1500 HTTP/1.1\r\nHost: x\r\n\r\n");
     while (atomic_load(&slow_started) == 0) rt_sleep(RT_MILLISECOND);
     int64_t t0 = rt_nanotime();
     CHECK_EQ(httpd_shutdown(s, 200 * RT_MILLISECOND), RT_ETIMEDOUT);
@@ -889,7 +891,7 @@ static void test_on_done_counts(void) {
     int before = atomic_load(&done_calls);
     client *cl = dial(s);
     response r = {0};
-    send_str(cl, "GET /hello HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\n\r\n");
+    send_str(cl, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n");
     expect_response(cl, &r, 200);
     expect_response(cl, &r, 404);
     hangup(cl);
