@@ -13,6 +13,9 @@
  * So the handler never runs inside llhttp_execute, and responses to
  * pipelined requests already buffered go out in one rt_conn_write (the write
  * happens when the buffer runs dry, or earlier past HTTPD_OUT_FLUSH bytes).
+ * on_done runs after the write for the response that ends a batch (the
+ * usual, unpipelined case), and right after queueing for the ones before it
+ * in the batch (the request's copies are reused by the next request).
  *
  * Copies.  The llhttp callbacks copy the URL and header names/values into a
  * per-connection arena (NUL-terminated, values trimmed) and the body into a

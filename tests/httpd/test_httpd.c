@@ -34,7 +34,7 @@ static _Atomic int handler_calls;
 static _Atomic int slow_started;
 static _Atomic int done_calls;
 static _Atomic int done_last_status;
-static httpd_server *cur_server;
+static _Atomic(httpd_server *) cur_server;   /* read by handler goroutines */
 
 static const char *query_param(const httpd_request *req, const char *name, char *buf, size_t n) {
     if (!req->query) return NULL;
@@ -91,7 +91,8 @@ static void test_handler(void *ud, const httpd_request *req, httpd_response *res
         atomic_fetch_add(&slow_started, 1);
         rt_sleep((v ? atoi(v) : 100) * RT_MILLISECOND);
         httpd_body_printf(resp, "{\"draining\":%s}",
-                          cur_server && httpd_draining(cur_server) ? "true" : "false");
+                          atomic_load(&cur_server) && httpd_draining(atomic_load(&cur_server))
+                              ? "true" : "false");
     } else if (path_is(req, "/close")) {
         httpd_set_close(resp);
         httpd_body_append(resp, "{}", 2);
