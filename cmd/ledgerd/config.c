@@ -484,7 +484,8 @@ static int load_env(config *cfg, char *const envp[], char *errbuf, size_t errlen
         char name[64];
         env_name(&keys[i], name, sizeof name);
         const char *v = env_get(envp, name);
-        if (v == NULL) continue;
+        /* Empty is unset: compose and unit files pass VAR= for "not given". */
+        if (v == NULL || v[0] == '\0') continue;
         source src = { .kind = CONFIG_SRC_ENV, .name = name };
         if (set_value(cfg, &keys[i], v, &src, errbuf, errlen) != 0) return -1;
     }
@@ -772,7 +773,7 @@ void config_print_help(FILE *f, const char *prog) {
             "Every setting KEY can be given, highest precedence first, as\n"
             "  a flag                 --max-conns 100   (booleans: --daemon, --no-daemon,\n"
             "                                            --log-requests=false)\n"
-            "  an environment var     LEDGERD_MAX_CONNS=100\n"
+            "  an environment var     LEDGERD_MAX_CONNS=100   (empty: not set)\n"
             "  a config file line     max_conns = 100   (file: --config FILE or\n"
             "                                            LEDGERD_CONFIG; '#' comments)\n"
             "  else the default shown below.  Durations: 250ms, 5s, 2m, 1h, 1m30s.\n"

@@ -5,7 +5,8 @@
  * Precedence, highest first: flag (--max-conns 100, --max-conns=100) >
  * environment (LEDGERD_MAX_CONNS=100) > config file (--config FILE, else
  * LEDGERD_CONFIG; lines "key = value", '#' comments) > built-in default.
- * Every key exists in all three forms.  Unknown keys in the file and unknown
+ * Every key exists in all three forms; an empty variable counts as unset
+ * (compose and unit files write VAR= for "not given").  Unknown keys in the file and unknown
  * flags are errors; unknown LEDGERD_* variables are ignored (the test
  * harnesses use LEDGERD_BIN and friends).  Errors name their source:
  *   "ledgerd.conf:12: key 'max_conns': not an integer: \"ten\""

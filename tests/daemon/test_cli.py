@@ -158,6 +158,17 @@ class CommandLineTests(Base):
         r = run(["--check-config", "--db", "rel.db"], cwd=self.dir)
         self.assertIn(f"db = {os.path.realpath(self.dir)}/rel.db", r.stdout)
 
+    def test_sample_config_is_valid(self):
+        sample = ROOT / "config" / "ledgerd.conf"
+        r = run(["--check-config", "--config", str(sample)])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # every key of the program is documented in the sample (set or commented)
+        help_keys = [ln.split()[0][2:].replace("-", "_") for ln in run(["--help"]).stdout.splitlines()
+                     if ln.startswith("  --")]
+        text = sample.read_text()
+        for k in help_keys:
+            self.assertRegex(text, rf"(?m)^#? ?{k} = ", f"key {k} missing from {sample}")
+
     def test_check_config_errors(self):
         conf = self.write("bad.conf", "listen = 127.0.0.1:8080\n\nmax_conns = lots\n")
         r = run(["--check-config", "--config", conf])

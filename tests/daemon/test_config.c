@@ -281,6 +281,10 @@ static void test_flag_env_errors(void) {
     CHECK_ERR(err, "--listen: port must be 0..65535");
     CHECK_EQ(parse(&c, err, NULL, ARGS("--db", "")), -1);
     CHECK_ERR(err, "db: must not be empty");
+    CHECK_EQ(parse(&c, err, ENV("LEDGERD_ADMIN_KEY=", "LEDGERD_MAX_CONNS="), NULL), 0);
+    CHECK_EQ(c.admin_key[0], '\0');   /* empty variables are unset */
+    CHECK_EQ(c.src[CK_ADMIN_KEY], CONFIG_SRC_DEFAULT);
+    CHECK_EQ(c.max_conns, 10000);
     CHECK_EQ(parse(&c, err, NULL, ARGS("--admin-key", "")), -1);
     CHECK_ERR(err, "--admin-key: must not be empty");
 
