@@ -18,6 +18,8 @@
 #      within the drain timeout, and the log ends with "stopped".
 #   6. A new container on the same volume: every balance, every transfer and
 #      every history page is still there, and the admin key still works.
+#   7. If podman-compose is installed: docker/compose.yml up, a write, stop
+#      (exit 0), down, up again, the write is still there.
 #
 # Exit 0: passed; 1: failed; 77 (ctest SKIP_RETURN_CODE): podman cannot work
 # on this machine (not root, no apt, no mirror, no runc...), with the reason.
@@ -281,4 +283,57 @@ check_ledger "after restart"
 podman stop -t 20 "$C2" >/dev/null 2>>/tmp/ledgerd-deploy-run.err
 [[ $(podman inspect --format '{{.State.ExitCode}}' "$C2") == 0 ]] || fail "second container did not exit 0"
 
-say "PASS: image $(awk -v b="$IMAGE_BYTES" 'BEGIN { printf "%.1f MB", b/1e6 }'), build ${BUILD_SECS}s, stop ${STOP_SECS}s, total $(elapsed "$T_START")s"
+# ---------------------------------------------------------------- 7. compose
+# docker/compose.yml under podman-compose, when it is installed (Debian's
+# podman-compose 1.0.3; not installed by this script, as the rest does not
+# need it): up, a write, stop (exit 0), up again on the compose volume, the
+# write is still there, down.  The image is the one built above, tagged as
+# the compose file names it (so compose does not build it again).
+COMPOSE_SECS=skipped
+if command -v podman-compose >/dev/null 2>&1; then
+  t0=$(date +%s.%N)
+  PROJECT=ledgerd-deploy-$RUN_ID
+  podman tag "$IMAGE" localhost/ledgerd:latest
+  compose() {
+    LEDGERD_ADMIN_KEY=$ADMIN_KEY LEDGERD_PORT=$PORT3 \
+      podman-compose -p "$PROJECT" -f "$ROOT/docker/compose.yml" "$@" >>/tmp/ledgerd-deploy-compose.log 2>&1
+  }
+  compose_cleanup() {
+    compose down || true
+    podman volume rm -f "${PROJECT}_ledgerd-data" >/dev/null 2>&1 || true
+    podman network rm -f "${PROJECT}_default" >/dev/null 2>&1 || true
+  }
+  PORT3=$(free_port)
+  : >/tmp/ledgerd-deploy-compose.log
+  wait_ready() {
+    local deadline=$((SECONDS + 30))
+    until curl -fsS -o /dev/null "http://127.0.0.1:$PORT3/readyz" 2>/dev/null; do
+      [[ $SECONDS -lt $deadline ]] || { compose_cleanup; tail -n 20 /tmp/ledgerd-deploy-compose.log;
+                                        fail "compose: not ready within 30s"; }
+      sleep 0.2
+    done
+  }
+  compose up -d || { compose_cleanup; tail -n 20 /tmp/ledgerd-deploy-compose.log; fail "podman-compose up failed"; }
+  wait_ready
+  API="http://127.0.0.1:$PORT3"
+  expect 201 POST /v1/accounts '{"id":"compose-acct","currency":"CHF","initial_balance":4242}' >/dev/null
+  CID=$(podman ps -q --filter "label=io.podman.compose.project=$PROJECT")
+  [[ -n $CID ]] || { compose_cleanup; fail "compose: no container found"; }
+  [[ $(podman inspect --format '{{.HostConfig.RestartPolicy.Name}}' "$CID") == unless-stopped ]] \
+    || { compose_cleanup; fail "compose: restart policy is not unless-stopped"; }
+  compose stop
+  code=$(podman inspect --format '{{.State.ExitCode}}' "$CID")
+  [[ $code == 0 ]] || { compose_cleanup; fail "compose: stopped with status $code"; }
+  compose down
+  compose up -d || { compose_cleanup; fail "podman-compose up (again) failed"; }
+  wait_ready
+  got=$(field balance "$(expect 200 GET /v1/accounts/compose-acct)")
+  compose_cleanup
+  [[ $got == 4242 ]] || fail "compose: balance after down/up is $got, expected 4242"
+  COMPOSE_SECS=$(elapsed "$t0")s
+  say "compose: up, write, stop (exit 0), down, up again: data kept (${COMPOSE_SECS})"
+else
+  say "compose: skipped (podman-compose not installed)"
+fi
+
+say "PASS: image $(awk -v b="$IMAGE_BYTES" 'BEGIN { printf "%.1f MB", b/1e6 }'), build ${BUILD_SECS}s, stop ${STOP_SECS}s, compose ${COMPOSE_SECS}, total $(elapsed "$T_START")s"
