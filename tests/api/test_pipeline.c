@@ -228,6 +228,17 @@ static void wait_for_depth(pipeline *p, int64_t depth) {
     CHECK(!"auth queue never filled");
 }
 
+/* The (single) auth worker has taken a job and parked on the ledger's
+ * mutex, which the test holds: the mutex's waiter count (state >> 3, see
+ * the layout at the top of internal/runtime/sync.c) is no longer 0. */
+static void wait_for_worker_parked(rt_mutex *mu) {
+    for (int i = 0; i < 5000; i++) {
+        if ((atomic_load(&mu->state) >> 3) >= 1) return;
+        rt_sleep(RT_MILLISECOND);
+    }
+    CHECK(!"the auth worker never took the first job");
+}
+
 static void test_overload(void) {
     ledger *l = open_ledger();
     CHECK_OK(ledger_create_account(l, NULL, "alice", "USD", 1000, NULL));
@@ -245,6 +256,10 @@ static void test_overload(void) {
         transfer_body(jobs[i].body, sizeof jobs[i].body, "alice", "bob", 1, "USD");
         rt_waitgroup_add(&wg, 1);
         CHECK_OK(rt_go(bg_submit, &jobs[i]));
+        /* The first job must be in the worker before the others queue:
+         * submitted all at once on a loaded machine, two could fill the
+         * queue before the worker ran and the third would be shed. */
+        if (i == 0) wait_for_worker_parked(&l->mu);
     }
     wait_for_depth(p, 2);   /* one in the worker, two queued: full */
     pipeline_result r;
