@@ -359,6 +359,17 @@ static int setup_logging(const config *c) {
     return 0;
 }
 
+/* Overwrite an --admin-key value in argv (the config holds its own copy),
+ * so that ps and /proc/PID/cmdline no longer show it once we run. */
+static void scrub_admin_key_arg(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        char *v = NULL;
+        if (strcmp(argv[i], "--admin-key") == 0 && i + 1 < argc) v = argv[i + 1];
+        else if (strncmp(argv[i], "--admin-key=", 12) == 0) v = argv[i] + 12;
+        if (v != NULL) memset(v, 'x', strlen(v));
+    }
+}
+
 int main(int argc, char **argv) {
     char err[1024];
     config *c = &d.cfg;
@@ -366,6 +377,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "ledgerd: %s\n", err);
         return 2;
     }
+    scrub_admin_key_arg(argc, argv);
     switch (c->action) {
     case CONFIG_HELP:
         config_print_help(stdout, "ledgerd");
@@ -393,6 +405,8 @@ int main(int argc, char **argv) {
 
     if (c->daemon) {
         d.stderr_is_log = c->log_file[0] != '\0';
+        if (!d.stderr_is_log)
+            fprintf(stderr, "ledgerd: warning: --daemon without --log-file: the log goes to /dev/null\n");
         if (daemon_detach(d.stderr_is_log ? log_fd() : -1, &d.ready_fd, err, sizeof err) != 0) {
             fprintf(stderr, "ledgerd: %s\n", err);
             return 1;

@@ -231,6 +231,13 @@ class ServeTests(Base):
         self.assertEqual(lst["gomaxprocs"], 2)
         self.assertIn("version", lst)
         self.assertNotIn("cli-test-key", self.log())
+        p2, port2 = self.start("--db", self.path("l2.db"))
+        self.assertTrue(wait_healthy(port2, p2), self.log())
+        with open(f"/proc/{p2.pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+        self.assertNotIn(b"cli-test-key", cmdline, "--admin-key still visible in ps")
+        p2.send_signal(signal.SIGTERM)
+        self.assertEqual(p2.wait(15 * SCALE), 0)
 
     def test_sigint_and_port_zero_text_logs(self):
         port = 0
