@@ -190,14 +190,36 @@ static void log_listening(ledger *l, httpd_server *srv) {
              LOG_INT("pid", getpid()), LOG_STR("version", LEDGERD_VERSION));
 }
 
+/* After httpd_shutdown cut connections: wait a little (1 s) for their
+ * goroutines, which may be inside a handler, to end. */
+static bool handlers_finished(httpd_server *srv) {
+    for (int i = 0; i < 100; i++) {
+        httpd_stats st;
+        httpd_get_stats(srv, &st);
+        if (st.conns_open == 0) return true;
+        rt_sleep(10 * RT_MILLISECOND);
+    }
+    return false;
+}
+
 static void drain_and_stop(ledger *l, pipeline *p, api_server *api, httpd_server *srv) {
     const config *c = &d.cfg;
     log_info("draining", LOG_INT("shutdown_timeout_ms", c->shutdown_timeout_ns / RT_MILLISECOND));
     api_set_draining(api);
     int64_t t0 = rt_nanotime();
     int rc = httpd_shutdown(srv, c->shutdown_timeout_ns);
-    if (rc == RT_ETIMEDOUT)
-        log_warn("drain timed out: remaining connections were closed");
+    if (rc == RT_ETIMEDOUT && !handlers_finished(srv)) {
+        /* A handler still runs (its connection was closed under it) and may
+         * be inside the api, the pipeline or the ledger: freeing them now
+         * would pull memory from under it.  Exit without closing instead —
+         * everything acknowledged is already durable (ledger.h), which is
+         * what makes kill -9 safe too. */
+        log_warn("drain timed out with handlers still running: exiting without closing the store",
+                 LOG_INT("drain_ms", (rt_nanotime() - t0) / RT_MILLISECOND));
+        log_info("stopped", LOG_INT("drain_ms", (rt_nanotime() - t0) / RT_MILLISECOND));
+        return;
+    }
+    if (rc == RT_ETIMEDOUT) log_warn("drain timed out: remaining connections were closed");
     pipeline_stop(p);
     httpd_free(srv);
     api_free(api);

@@ -275,6 +275,23 @@ class ServeTests(Base):
         p.send_signal(signal.SIGTERM)
         self.assertEqual(p.wait(15 * SCALE), 0)
 
+    def test_drain_timeout_cuts_a_stalled_request(self):
+        p, port = self.start("--shutdown-timeout", "300ms")
+        self.assertTrue(wait_healthy(port, p), self.log())
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            # a request whose body never comes: in flight, so the drain waits
+            s.sendall(b"POST /v1/accounts HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+            time.sleep(0.2)
+            t0 = time.monotonic()
+            p.send_signal(signal.SIGTERM)
+            self.assertEqual(p.wait(15 * SCALE), 0, self.log())
+            took = time.monotonic() - t0
+        self.assertGreaterEqual(took, 0.25)
+        self.assertLess(took, 5 * SCALE)
+        msgs = [r["msg"] for r in json_lines(self.log())]
+        self.assertTrue(any("drain timed out" in m for m in msgs), msgs)
+        self.assertEqual(msgs[-1], "stopped")
+
     def test_address_in_use_exits_1(self):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
