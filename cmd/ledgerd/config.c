@@ -57,7 +57,8 @@ static const key_def keys[CONFIG_KEY_COUNT] = {
       "address to listen on: host:port, [v6]:port or :port (all IPv4); port 0 picks a free one" },
     { CK_DB, "db", T_PATH, F(db), 0, 0, "SQLite database file (created if missing)" },
     { CK_ADMIN_KEY, "admin_key", T_SECRET, F(admin_key), 0, 0,
-      "the admin API key (prefer LEDGERD_ADMIN_KEY or admin_key_file: flags show in ps)" },
+      "the admin API key (as a flag it shows in ps until ledgerd has started and "
+      "blanked it: prefer LEDGERD_ADMIN_KEY or admin_key_file)" },
     { CK_ADMIN_KEY_FILE, "admin_key_file", T_PATH, F(admin_key_file), 0, 0,
       "file holding the admin key; if it does not exist, the key generated on first start "
       "is written there (default <db>.admin-key)" },
@@ -759,13 +760,32 @@ void config_print(FILE *f, const config *cfg) {
     }
 }
 
+/* text as lines of at most width columns, each indented by indent. */
+static void print_wrapped(FILE *f, const char *text, int indent, int width) {
+    const char *p = text;
+    while (*p) {
+        int room = width - indent;
+        int len = (int)strlen(p);
+        int cut = len;
+        if (len > room) {
+            cut = room;
+            while (cut > 0 && p[cut] != ' ') cut--;
+            if (cut == 0) cut = room;   /* one long word: break it */
+        }
+        fprintf(f, "%*s%.*s\n", indent, "", cut, p);
+        p += cut;
+        while (*p == ' ') p++;
+    }
+}
+
 void config_print_help(FILE *f, const char *prog) {
     config d;
     config_defaults(&d);
     fprintf(f,
             "Usage: %s [--config FILE] [--KEY VALUE | --KEY=VALUE]...\n"
-            "       %s --check-config [...]   validate, print the effective settings, exit\n"
-            "       %s --healthcheck [...]    GET /healthz on the listen address: exit 0 if 200\n"
+            "       %s --check-config [...]  validate, print the settings, exit\n"
+            "       %s --healthcheck [...]   GET /healthz on the listen address:\n"
+            "                                       exit 0 if it answers 200\n"
             "       %s --version | --help\n"
             "\n"
             "ledgerd %s: a double-entry ledger over HTTP (API: shared/API.md).\n"
@@ -790,7 +810,10 @@ void config_print_help(FILE *f, const char *prog) {
         }
         env_name(&keys[i], envname, sizeof envname);
         format_value(&d, &keys[i], v, sizeof v);
-        fprintf(f, "  %-28s %s\n  %-28s   %s [%s]\n", flagname, envname, "", keys[i].help, v);
+        fprintf(f, "  %-28s %s\n", flagname, envname);
+        char text[PATH_MAX + 1024];
+        snprintf(text, sizeof text, "%s [%s]", keys[i].help, v);
+        print_wrapped(f, text, 6, 78);
     }
     fprintf(f,
             "\n"
