@@ -21,10 +21,11 @@
 #              each with a unique Idempotency-Key: every request is a
 #              durable, fsynced write               (bench/http/transfer.lua)
 # Reported: requests/s, p50 and p99 latency (wrk's distribution), non-2xx
-# answers, the server's RSS after the workload (VmRSS; VmHWM = peak) and the
-# server's CPU time per request.  Targets (MET/MISS on the medians): C >=
-# 1.5x Go requests/s on the GET rows, >= 2x on transfers, C's p99 <= half
-# of Go's.
+# answers, the server's RSS after the workload (VmRSS; VmHWM = peak), the
+# server's CPU time per request, and the CPU the machine spent on neither the
+# server nor wrk meanwhile (a noise indicator).  Targets (MET/MISS on the
+# medians): C >= 1.5x Go requests/s on the GET rows, >= 2x on transfers,
+# C's p99 <= half of Go's.
 #
 # Logging: both servers get the same --log-requests value (default false:
 # refserver logs nothing per request unless asked).  If the C daemon's
@@ -134,12 +135,16 @@ mkdir -p "$OUT"
 
 load1() { cut -d' ' -f1 /proc/loadavg; }
 
+# Busy ticks of the whole machine: user nice system irq softirq (iowait is
+# idle time; steal is not ours).
+machine_busy_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
+
 # CPUs busy with anything over 3 s (from /proc/stat), e.g. "0.12".
 busy_cpus() {
   local a b
-  a=$(awk '/^cpu /{print $2+$3+$4+$6+$7+$8, $5}' /proc/stat)
+  a=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $5+$6}' /proc/stat)
   sleep 3
-  b=$(awk '/^cpu /{print $2+$3+$4+$6+$7+$8, $5}' /proc/stat)
+  b=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $5+$6}' /proc/stat)
   awk -v a="$a" -v b="$b" -v n="$(nproc)" 'BEGIN {
     split(a, x, " "); split(b, y, " "); busy = y[1] - x[1]; idle = y[2] - x[2];
     printf "%.2f", (busy + idle > 0) ? n * busy / (busy + idle) : 0 }'
@@ -247,13 +252,18 @@ bench_server() {  # impl binary run
       wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" -s "$script" "$url$path" -- "${warm[@]}" >/dev/null 2>&1 || true
     fi
     raw=$OUT/$impl-$run-$wl.wrk.txt
-    t0=$(cpu_ticks "$SRV_PID")
-    if ! timeout $((SECS + 60)) wrk -t"$THREADS" -c"$CONNS" -d"${SECS}s" --timeout 10s --latency \
+    t0=$(cpu_ticks "$SRV_PID") m0=$(machine_busy_ticks)
+    # wrk runs under a small wrapper that writes its CPU time (ms) to $raw.cpu.
+    if ! python3 -c 'import resource, subprocess, sys
+rc = subprocess.run(sys.argv[2:]).returncode
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(sys.argv[1], "w").write("%d\n" % round((u.ru_utime + u.ru_stime) * 1000))
+sys.exit(rc)' "$raw.cpu" timeout $((SECS + 60)) wrk -t"$THREADS" -c"$CONNS" -d"${SECS}s" --timeout 10s --latency \
            -s "$script" "$url$path" -- "${args[@]}" >"$raw" 2>&1; then
       echo "run-http: $impl $wl: wrk failed (see $raw)" >&2
       FAILED=1; continue
     fi
-    t1=$(cpu_ticks "$SRV_PID")
+    t1=$(cpu_ticks "$SRV_PID") m1=$(machine_busy_ticks)
     line=$(sed -n 's/^WRKJSON //p' "$raw")
     if [[ -z $line ]]; then
       echo "run-http: $impl $wl: no result line in $raw" >&2
@@ -265,7 +275,14 @@ bench_server() {  # impl binary run
     fi
     local rss hwm
     rss=$(rss_kb "$SRV_PID" VmRSS) hwm=$(rss_kb "$SRV_PID" VmHWM)
-    line="{\"impl\":\"$impl\",\"run\":$run,\"workload\":\"$wl\",\"load\":\"$load\",\"busy_before\":$busy,\"rss_kb\":$rss,\"hwm_kb\":$hwm,\"cpu_ms\":$(( (t1 - t0) * 1000 / HZ )),${line#\{}"
+    # other_cpu_ms: CPU time the machine spent on anything but this server
+    # and wrk while wrk ran (other processes, and interrupts: loopback
+    # softirqs land partly here).  Compare it between runs to spot noise.
+    local srv_ms wrk_ms all_ms
+    srv_ms=$(( (t1 - t0) * 1000 / HZ )) all_ms=$(( (m1 - m0) * 1000 / HZ ))
+    wrk_ms=$(cat "$raw.cpu" 2>/dev/null || echo 0)
+    rm -f "$raw.cpu"
+    line="{\"impl\":\"$impl\",\"run\":$run,\"workload\":\"$wl\",\"load\":\"$load\",\"busy_before\":$busy,\"rss_kb\":$rss,\"hwm_kb\":$hwm,\"cpu_ms\":$srv_ms,\"wrk_cpu_ms\":$wrk_ms,\"other_cpu_ms\":$((all_ms - srv_ms - wrk_ms)),${line#\{}"
     echo "$line" >>"$JSONL"
     echo "  $line" >&2
   done
@@ -289,8 +306,19 @@ print(f"HTTP benchmark: wrk -t{meta['threads']} -c{meta['conns']}, {meta['secs']
       f"{meta['accounts']} accounts, {meta['cpus']} CPUs, median of {meta['runs']} run(s) "
       f"(order {meta['order']}), git {meta['git']}{' +dirty' if meta.get('dirty') else ''}")
 print(f"load before: {meta['load']}; per-request logging: go={meta['go_log_requests']}, c={meta['c_log_requests']}")
-loads = sorted({(r["impl"], r["run"], r["load"], r["busy_before"]) for r in rows[1:]}, key=lambda x: (x[1], x[0]))
-print("runs: " + "; ".join(f"{i}#{n} load {l.split()[0]} busy {b}" for i, n, l, b in loads))
+seen = []
+for r in rows[1:]:   # in the order they ran
+    k = (r["impl"], r["run"])
+    if k not in seen:
+        seen.append(k)
+def run_note(impl, n):
+    rs = [r for r in rows[1:] if (r["impl"], r["run"]) == (impl, n)]
+    other = "/".join(f"{r.get('other_cpu_ms', 0) / 1000 / r['secs']:.2f}" for r in rs)
+    return f"{impl}#{n} load {rs[0]['load'].split()[0]} busy {rs[0]['busy_before']} other {other}"
+print("runs (load average and CPUs busy with other work before each; other: CPUs used by neither")
+print("      the server nor wrk during healthz/account/transfer):")
+for i in range(0, len(seen), 2):
+    print("  " + "; ".join(run_note(*k) for k in seen[i:i + 2]))
 
 def med(impl, wl, key):
     v = [r[key] for r in runs.get((impl, wl), []) if r.get(key) is not None]

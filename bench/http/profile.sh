@@ -2,7 +2,8 @@
 # CPU profile of one server under one wrk workload of bench/run-http.sh.
 #
 #   bench/http/profile.sh [--server c|go] [--workload healthz|account|transfer]
-#                         [--secs S] [--callgraph dwarf|fp|lbr] [--tool perf|callgrind]
+#                         [--secs S] [--callgraph dwarf|fp|lbr]
+#                         [--tool perf|callgrind|syscalls]
 #
 # Starts a fresh server (build-bench/cmd/ledgerd/ledgerd or
 # build-bench/refserver; build them with bench/run-http.sh first) on a fresh
@@ -11,9 +12,12 @@
 # `perf record -F 999 --call-graph dwarf -p PID` (Release + -g has no frame
 # pointers, so DWARF unwinding; the Go binary has frame pointers: fp).
 # With --tool callgrind the server runs under valgrind instead (much slower;
-# for machines without perf) and the run is a fixed 20,000 requests.
+# for machines without perf) and wrk runs 20 s.  With --tool syscalls, no
+# profile: system calls per request, by call (perf stat on the syscall
+# tracepoints), in report-syscalls.txt.
 #
-# Output in bench/results/profile-<server>-<workload>-<date>/: report-self.txt (flat, by symbol), report-children.txt (inclusive, by
+# Output in bench/results/profile-<server>-<workload>-<date>/:
+# report-self.txt (flat, by symbol), report-children.txt (inclusive, by
 # symbol, no call chains), report-callers.txt (call chains of the top
 # entries), report-dso.txt, wrk.txt, server.log; perf.data (or
 # callgrind.out) stays in build-bench/ as <same name>.data: tens of MB.
@@ -28,7 +32,7 @@ while [[ $# -gt 0 ]]; do
     --secs) SECS=$2; shift 2 ;;
     --callgraph) CG=$2; shift 2 ;;
     --tool) TOOL=$2; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "profile: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -76,6 +80,32 @@ wrk -t2 -c64 -d2s -s "$S" "$URL$P" -- "${A[@]}" >/dev/null 2>&1 || true
 wrk -t2 -c64 -d"$((SECS + 2))s" --timeout 10s --latency -s "$S" "$URL$P" -- "${A[@]}" >"$OUT/wrk.txt" 2>&1 &
 WRK=$!
 sleep 1
+if [[ $TOOL == syscalls ]]; then
+  # System calls per request: perf counts the tracepoints for S seconds in
+  # the middle of the wrk run; requests/s from wrk.
+  EV=raw_syscalls:sys_enter
+  for sc in read recvfrom write sendto sendmsg writev epoll_wait epoll_pwait epoll_ctl futex \
+            nanosleep clock_nanosleep pwrite64 pread64 fdatasync fsync sched_yield; do
+    EV+=",syscalls:sys_enter_$sc"
+  done
+  perf stat -x, -e "$EV" -p "$PID" -o "$OUT/syscalls.csv" -- sleep "$SECS" 2>/dev/null || true
+  wait "$WRK" || true
+  python3 - "$OUT/syscalls.csv" "$OUT/wrk.txt" "$SECS" <<'PY' | tee "$OUT/report-syscalls.txt"
+import re, sys
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", open(sys.argv[2]).read()).group(1))
+secs = float(sys.argv[3])
+print(f"{'syscall':<28}{'per second':>12}{'per request':>13}   ({rps:.0f} req/s)")
+for line in open(sys.argv[1]):
+    f = line.strip().split(",")
+    if len(f) < 3 or not f[0].replace(".", "").isdigit():
+        continue
+    n = float(f[0])
+    if n:
+        name = f[2].replace("syscalls:sys_enter_", "").replace("raw_syscalls:sys_enter", "ALL")
+        print(f"{name:<28}{n / secs:>12.0f}{n / secs / rps:>13.2f}")
+PY
+  echo "profile: $OUT" >&2; exit 0
+fi
 perf record -F 999 --call-graph "$CG" -p "$PID" -o "$DATA" -- sleep "$SECS" 2>"$OUT/perf-record.log" || true
 wait "$WRK" || true
 perf report -i "$DATA" --no-children --sort sym --stdio -g none 2>/dev/null \
