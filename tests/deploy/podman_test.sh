@@ -3,7 +3,8 @@
 # real with Debian's podman (runc), then check that a stop drains cleanly and
 # that the data survives on the volume.
 #
-#   1. podman, buildah, runc, debootstrap, curl installed if missing (apt).
+#   1. podman, buildah, runc, debootstrap, curl, podman-compose installed if
+#      missing (apt).
 #   2. Base image debian:bookworm-slim: no registry is reachable here, so it
 #      is made with `debootstrap --variant=minbase bookworm`, slimmed the way
 #      Debian's official -slim images are (no docs, man pages, locales, apt
@@ -66,7 +67,7 @@ trap cleanup EXIT
 # ---------------------------------------------------------------- 1. tools
 [[ $(id -u) -eq 0 ]] || skip "needs root (rootful podman with runc; the machine's known-good setup)"
 missing=()
-for tool in podman:podman buildah:buildah runc:runc debootstrap:debootstrap curl:curl; do
+for tool in podman:podman buildah:buildah runc:runc debootstrap:debootstrap curl:curl podman-compose:podman-compose; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool##*:}")
 done
 if [[ ${#missing[@]} -gt 0 ]]; then
@@ -285,8 +286,8 @@ podman stop -t 20 "$C2" >/dev/null 2>>/tmp/ledgerd-deploy-run.err
 
 # ---------------------------------------------------------------- 7. compose
 # docker/compose.yml under podman-compose, when it is installed (Debian's
-# podman-compose 1.0.3; not installed by this script, as the rest does not
-# need it): up, a write, stop (exit 0), up again on the compose volume, the
+# podman-compose 1.0.3, installed with the rest in step 1; skipped only if
+# it is still missing): up, a write, stop (exit 0), up again on the compose volume, the
 # write is still there, down.  The image is the one built above, tagged as
 # the compose file names it (so compose does not build it again).
 COMPOSE_SECS=skipped
