@@ -604,7 +604,7 @@ int rt_go_at(rt_func fn, void *arg, const rt_spawn_opts *opts, const char *file,
     size_t size = opts && opts->stack_size ? opts->stack_size : RT_DEFAULT_STACK_SIZE;
     if (size < RT_MIN_STACK_SIZE || size > RT_MAX_STACK_SIZE) return RT_EINVAL;
     bool is_default = size == RT_DEFAULT_STACK_SIZE;
-    if (!sched.page_size) stack_init();   /* spawned before rt_main */
+    stack_init();   /* once per process: may be spawned before rt_main */
 
     g *self = getg();
     p *pp = NULL;
@@ -1380,7 +1380,7 @@ static void main_goroutine(void *argp) {
 int rt_main(int (*main_fn)(void *arg), void *arg) {
     if (!main_fn) return RT_EINVAL;
     if (sched.started || getm()) return RT_ESTATE;
-    if (!sched.page_size) stack_init();
+    stack_init();
 
     sched.gomaxprocs = gomaxprocs_from_env();
     /* p has cache-line aligned members: calloc would not honour that. */

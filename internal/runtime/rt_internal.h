@@ -365,7 +365,8 @@ void stack_trim(g *gp);
 void stack_reuse(g *gp);
 /* Which guard page a fault address falls in, if any (the SIGSEGV path). */
 bool stack_fault_is_guard(const g *gp, uintptr_t addr);
-int stack_init(void);
+/* Idempotent and thread-safe (pthread_once): rt_main and early rt_go calls. */
+void stack_init(void);
 const char *stack_guard_mode(void);
 
 /* ------------------------------------------------------------------ time.c */

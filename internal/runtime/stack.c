@@ -47,6 +47,7 @@
 #include "rt_internal.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -124,7 +125,13 @@ static int madvise_ranges(struct iovec *iov, size_t n, int advice) {
     return 0;
 }
 
-int stack_init(void) {
+/*
+ * Runs once per process, whichever comes first: rt_main, or an rt_go from
+ * any thread before it (a daemon's signal thread may spawn while the main
+ * thread is still starting the runtime).  pthread_once orders these writes
+ * before every caller's reads of `stacks` and sched.page_size.
+ */
+static void stack_init_once(void) {
     long pg = sysconf(_SC_PAGESIZE);
     stacks.page = pg > 0 ? (size_t)pg : 4096;
     sched.page_size = stacks.page;
@@ -145,7 +152,11 @@ int stack_init(void) {
             }
         }
     }
-    return RT_OK;
+}
+
+void stack_init(void) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, stack_init_once);
 }
 
 const char *stack_guard_mode(void) {
