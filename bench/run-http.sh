@@ -209,6 +209,16 @@ stop_server() {
 }
 trap stop_server EXIT
 
+# With --log-requests true a server log holds a million lines: keep the
+# first and last 100 and the count.
+trim_log() {
+  local f=$1 n
+  [[ $(stat -c %s "$f" 2>/dev/null || echo 0) -gt 1048576 ]] || return 0
+  n=$(wc -l <"$f")
+  { head -n 100 "$f"; echo "... run-http: $((n - 200)) of $n lines left out ..."; tail -n 100 "$f"; } >"$f.trim"
+  mv "$f.trim" "$f"
+}
+
 bench_server() {  # impl binary run
   local impl=$1 bin=$2 run=$3 port dir url logargs
   wait_for_quiet_cpus
@@ -288,6 +298,7 @@ sys.exit(rc)' "$raw.cpu" timeout $((SECS + 60)) wrk -t"$THREADS" -c"$CONNS" -d"$
   done
   stop_server
   rm -rf "$dir"
+  trim_log "$OUT/$impl-$run-server.log"
 }
 
 for run in $(seq "$RUNS"); do
