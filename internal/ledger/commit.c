@@ -40,7 +40,12 @@
  *      fails (no transfer is ever half applied, and no money is lost).
  *      Either way the group's idempotency claims are released here, in the
  *      same critical section, so a retry of the same key sees either the
- *      durable record or a free key, never a gap.
+ *      durable record or a free key, never a gap.  On success the same
+ *      critical section adds the fingerprint of every idempotency record
+ *      the group wrote to the filter (l->idem): a request that claims the
+ *      key after this release finds the fingerprint and does the SQLite
+ *      lookup; one that skips the lookup (no fingerprint) is provably
+ *      first.  A rolled-back group wrote no record and adds nothing.
  *
  *   5. Answer every request (send on its done channel).  A request is
  *      therefore acknowledged only once its group is durable, and its
@@ -60,7 +65,8 @@
  *   group did land, executed once if it did not.
  *
  * The sweep of expired idempotency records also runs here, between groups,
- * on a ticker (a chunk of rows per transaction, so writes never wait long).
+ * on a ticker (a chunk of rows per transaction, so writes never wait long);
+ * it also drops the expired fingerprints from the filter (store_sweep).
  */
 #include "ledger_internal.h"
 
@@ -342,6 +348,17 @@ static void publish(ledger *l, lreq **batch, int n) {
     }
 }
 
+/*
+ * Step 4, success: fingerprints of the group's new idempotency records into
+ * the filter.  mu held, in the critical section that then releases the
+ * claims (see the top).  A failed growth leaves the filter lossy (every key
+ * looked up from then on), never missing a record.
+ */
+static void remember_keys(ledger *l, lreq **batch, int n) {
+    for (int i = 0; i < n; i++)
+        if (batch[i]->writes_idem) (void)idemset_add(&l->idem, batch[i]->idem_fp, batch[i]->now_ms);
+}
+
 /* Step 4, failure: undo everything the group reserved.  mu held. */
 static void roll_back(ledger *l, lreq **batch, int n, int64_t seq0, int rc) {
     for (lacct *a = l->touched; a; a = a->touched_next) {
@@ -414,6 +431,7 @@ static void process_batch(ledger *l, lreq **batch, int n) {
     rt_mutex_lock(&l->mu);
     if (wr.rc == LEDGER_OK) {
         publish(l, batch, n);
+        remember_keys(l, batch, n);
         if (writers > 0) {
             l->stats.commits++;
             l->grouped += (uint64_t)n;

@@ -34,6 +34,18 @@
  *   request had not committed is free again, and the ones that committed
  *   have their record in the same transaction as their transfer.
  *
+ *   The filter (l->idem, idemset.c) lets most requests skip that lookup:
+ *   it holds a fingerprint of every recorded key within the TTL (loaded at
+ *   open; added by the committer in the critical section that releases the
+ *   key's claim).  In the critical section that takes the claim, an absent
+ *   fingerprint proves there is no record — any earlier request with the
+ *   key has released its claim, so its fingerprint is in, and while we
+ *   hold the claim nobody else can record the key — and the request goes
+ *   straight to the committer.  A present fingerprint (a recorded key, or
+ *   a 64-bit collision) means the SQLite lookup as above, which compares
+ *   the full scope/key and the request hash: the filter can cost a lookup,
+ *   never change an outcome.
+ *
  * Request hash: when the caller gives none, BLAKE2b-256 over a canonical
  * encoding of (from, to, amount, currency, memo), so JSON layout and field
  * order do not make two identical transfers "different bodies".
@@ -80,6 +92,7 @@ static void destroy(ledger *l) {
     htab_destroy(&l->accounts, free_acct);
     htab_destroy(&l->keys, free_key);
     htab_destroy(&l->claims, NULL);   /* claims live in their requests */
+    idemset_destroy(&l->idem);
     if (l->wq) rt_chan_release(l->wq);
     if (l->rq) rt_chan_release(l->rq);
     if (l->ready) rt_chan_release(l->ready);
@@ -133,6 +146,7 @@ int ledger_open(const char *path, const ledger_options *opts, ledger **out,
     int rc = LEDGER_ENOMEM;
     if (!l->path || !l->lock_path || !l->admin_key_file ||
         htab_init(&l->accounts, 1024) || htab_init(&l->keys, 64) || htab_init(&l->claims, 256) ||
+        idemset_init(&l->idem, 1024) ||
         rt_chan_make(&l->wq, sizeof(lreq *), (size_t)o.queue_cap) != RT_OK ||
         rt_chan_make(&l->rq, sizeof(rreq *), 1024) != RT_OK ||
         rt_chan_make(&l->ready, sizeof(int), (size_t)o.readers + 1) != RT_OK)
@@ -178,6 +192,7 @@ void ledger_get_stats(ledger *l, ledger_stats *out) {
     out->avg_group = l->stats.commits ? (double)l->grouped / (double)l->stats.commits : 0;
     out->commit_ns_avg = l->stats.commits ? (double)l->commit_ns_total / (double)l->stats.commits : 0;
     out->accounts = l->accounts.count;
+    out->idem_keys = l->idem.count;
     rt_mutex_unlock(&l->mu);
     out->failed = atomic_load(&l->failed);
 }
@@ -289,6 +304,54 @@ static void release_claim(ledger *l, lreq *r) {
     rt_mutex_unlock(&l->mu);
 }
 
+/*
+ * Claim r's key (EIDEM_IN_USE if another request holds it) and, in the same
+ * critical section, ask the filter whether the key may have a record (see
+ * "The filter" at the top).
+ */
+static int claim_key(ledger *l, lreq *r, bool *maybe_recorded) {
+    *maybe_recorded = false;
+    rt_mutex_lock(&l->mu);
+    int rc = LEDGER_EIDEM_IN_USE;
+    if (!htab_get(&l->claims, r->claim.key, r->claim.klen)) rc = htab_put(&l->claims, &r->claim.node);
+    if (rc == LEDGER_OK) {
+        *maybe_recorded = idemset_maybe_contains(&l->idem, r->idem_fp);
+        if (*maybe_recorded) l->stats.idem_lookups++;
+        else l->stats.idem_lookups_skipped++;
+    }
+    rt_mutex_unlock(&l->mu);
+    return rc;
+}
+
+/*
+ * Look r's key up in SQLite (r holds the claim).  true: the request is
+ * answered from the record (or the lookup failed), *rc says how, and the
+ * claim is released; false: no live record, the request goes on.
+ */
+static bool answer_from_record(ledger *l, rt_context *ctx, lreq *r, ledger_transfer_rec *out,
+                               bool *replayed, int *rc) {
+    ledger_transfer_rec stored;
+    rreq q;
+    memset(&q, 0, sizeof q);
+    q.kind = RREQ_IDEM_LOOKUP;
+    q.scope = r->scope;
+    q.idem_key = r->idem_key;
+    q.min_ms = ledger_now_ms() - l->opts.idem_ttl_ms;
+    q.out = &stored;
+    *rc = submit_read(l, ctx, &q);
+    if (*rc == LEDGER_OK && !q.found) return false;
+    release_claim(l, r);
+    if (*rc != LEDGER_OK) return true;
+    if (sodium_memcmp(q.hash, r->req_hash, LEDGER_HASH_BYTES) != 0) {
+        *rc = LEDGER_EIDEM_REUSED;
+        return true;
+    }
+    if (replayed) *replayed = true;
+    if (q.result == LEDGER_OK && out) *out = stored;
+    *rc = q.result;
+    return true;
+}
+
 int ledger_transfer(ledger *l, rt_context *ctx, const ledger_transfer_req *req,
                     ledger_transfer_rec *out, bool *replayed) {
     if (replayed) *replayed = false;
@@ -325,32 +388,12 @@ int ledger_transfer(ledger *l, rt_context *ctx, const ledger_transfer_req *req,
         r.claim.klen = (size_t)n;
         r.claim.node.key = r.claim.key;
         r.claim.node.klen = r.claim.klen;
-
-        rt_mutex_lock(&l->mu);
-        int rc = LEDGER_OK;
-        if (htab_get(&l->claims, r.claim.key, r.claim.klen)) rc = LEDGER_EIDEM_IN_USE;
-        else rc = htab_put(&l->claims, &r.claim.node);
-        rt_mutex_unlock(&l->mu);
+        r.idem_fp = idemset_fingerprint(&l->idem, r.claim.key, r.claim.klen);
+        bool maybe_recorded;
+        int rc = claim_key(l, &r, &maybe_recorded);
         if (rc != LEDGER_OK) return rc;
-
         /* Claimed: nobody else can record this key until we are done. */
-        ledger_transfer_rec stored;
-        rreq q;
-        memset(&q, 0, sizeof q);
-        q.kind = RREQ_IDEM_LOOKUP;
-        q.scope = r.scope;
-        q.idem_key = r.idem_key;
-        q.min_ms = ledger_now_ms() - l->opts.idem_ttl_ms;
-        q.out = &stored;
-        rc = submit_read(l, ctx, &q);
-        if (rc != LEDGER_OK || q.found) {
-            release_claim(l, &r);
-            if (rc != LEDGER_OK) return rc;
-            if (sodium_memcmp(q.hash, r.req_hash, LEDGER_HASH_BYTES) != 0) return LEDGER_EIDEM_REUSED;
-            if (replayed) *replayed = true;
-            if (q.result == LEDGER_OK && out) *out = stored;
-            return q.result;
-        }
+        if (maybe_recorded && answer_from_record(l, ctx, &r, out, replayed, &rc)) return rc;
     }
     bool handed;
     int rc = submit_write(l, ctx, &r, &handed);

@@ -11,6 +11,7 @@
  *              open, the reader goroutines and their queries, the sweep
  *   auth.c     API keys and the admin key; authentication
  *   util.c     hash table, ids, time, encodings, validation, strerror
+ *   idemset.c  the in-memory filter of recorded idempotency keys
  *
  * Goroutines and ownership
  *   - The committer goroutine owns the write connection (wdb) and every
@@ -71,6 +72,38 @@ hent *htab_get(const htab *t, const char *key, size_t klen);
 /* Insert e (e->key/klen set, key absent).  Growing can fail: LEDGER_ENOMEM. */
 int htab_put(htab *t, hent *e);
 hent *htab_del(htab *t, const char *key, size_t klen);
+
+/* ------------------------------------------------------- idempotency filter
+ * The set of fingerprints of recorded idempotency keys (idemset.c explains
+ * why it is a filter: "absent" is exact, "present" means "look it up").
+ * Guarded by ledger.mu; idemset_fingerprint needs no lock. */
+typedef struct idemset_slot {
+    uint64_t fp;           /* 0: empty */
+    int64_t created_ms;    /* the newest record with this fingerprint */
+} idemset_slot;
+
+typedef struct idemset {
+    idemset_slot *slots;
+    size_t cap;            /* power of two */
+    size_t count;
+    bool lossy;            /* a growth failed: everything is "maybe present" */
+    unsigned char key[crypto_shorthash_KEYBYTES];   /* random per open */
+} idemset;
+
+/* Empty set sized for hint keys, with a fresh random key.  LEDGER_ENOMEM. */
+int idemset_init(idemset *s, size_t hint);
+void idemset_destroy(idemset *s);
+/* SipHash-2-4 of key (scope 0x1f idempotency key) under the set's key. */
+uint64_t idemset_fingerprint(const idemset *s, const char *key, size_t len);
+/* false: no record of a key with this fingerprint (the lookup may be skipped). */
+bool idemset_maybe_contains(const idemset *s, uint64_t fp);
+/* Add (or refresh to the newer created_ms).  LEDGER_ENOMEM if it could not
+ * grow: the set is then lossy (never wrong, only slower). */
+int idemset_add(idemset *s, uint64_t fp, int64_t created_ms);
+bool idemset_remove(idemset *s, uint64_t fp);
+/* Remove the fingerprints with created_ms < cutoff_ms; returns how many.
+ * O(capacity). */
+size_t idemset_expire(idemset *s, int64_t cutoff_ms);
 
 #define container_of(ptr, type, member) \
     ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
@@ -143,6 +176,7 @@ typedef struct lreq {
     lclaim claim;
     const char *scope;
     const char *idem_key;
+    uint64_t idem_fp;        /* idemset_fingerprint of claim.key */
     uint8_t req_hash[LEDGER_HASH_BYTES];
 
     /* account / key creation */
@@ -218,6 +252,7 @@ struct ledger {
     htab accounts;                   /* [mu] key -> lacct */
     htab keys;                       /* [mu] id -> lkey */
     htab claims;                     /* [mu] scope 0x1f key -> lclaim */
+    idemset idem;                    /* [mu] fingerprints of recorded keys */
     ledger_stats stats;              /* [mu] */
     uint64_t grouped;                /* [mu] requests in committed batches */
     int64_t commit_ns_total;         /* [mu] */
@@ -235,6 +270,7 @@ struct ledger {
     int64_t ulid_ms;
     uint8_t ulid_rand[10];
     bool sweep_more;                 /* the last sweep deleted a full chunk */
+    bool idem_scanned;               /* the filter was swept at least once */
 
     _Atomic bool failed;             /* a COMMIT failed: writes refused */
     _Atomic int test_fail_commits;   /* fault injection (tests) */

@@ -31,6 +31,8 @@
  *        indexes on from_key and to_key, whose entries end in the rowid =
  *        seq, so an account's history is two backward index range scans
  *   idempotency(scope, key, request_hash, result, transfer_id, created_ms)
+ *        its keys within the TTL are also fingerprinted into memory at
+ *        open (the filter, idemset.c), so fresh keys skip the lookup
  *   api_keys(id, account, salt, hash, created_at)
  *
  * Open-time verification (the double-entry invariant and its consequences)
@@ -379,6 +381,32 @@ static int check_balances(ledger *l) {
     return rc;
 }
 
+/*
+ * The filter of recorded keys (idemset.c): the fingerprint of every record
+ * within the TTL.  Older rows are expired already (the lookup ignores
+ * them) and the first sweep deletes them.  Runs before the ledger serves,
+ * so mu is not needed yet.
+ */
+static int load_idempotency_filter(ledger *l) {
+    sqlite3_stmt *st = NULL;
+    int rc = prepare(l->wdb, "SELECT scope, key, created_ms FROM idempotency WHERE created_ms >= ?1",
+                     &st, l->open_err, sizeof l->open_err);
+    if (rc) return rc;
+    sqlite3_bind_int64(st, 1, ledger_now_ms() - l->opts.idem_ttl_ms);
+    int s;
+    char claim[LEDGER_CLAIM_MAX + 1];
+    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+        /* The same bytes as the claim key ledger_transfer fingerprints. */
+        int n = snprintf(claim, sizeof claim, "%s\x1f%s", col_text(st, 0), col_text(st, 1));
+        size_t len = n < 0 ? 0 : (size_t)n < sizeof claim ? (size_t)n : sizeof claim - 1;
+        /* ENOMEM makes the filter lossy: correct, only slower. */
+        (void)idemset_add(&l->idem, idemset_fingerprint(&l->idem, claim, len), sqlite3_column_int64(st, 2));
+    }
+    if (s != SQLITE_DONE) rc = sql_fail(l, "load idempotency keys", s);
+    sqlite3_finalize(st);
+    return rc;
+}
+
 static int check_idempotency(ledger *l) {
     sqlite3_stmt *st = NULL;
     int rc = prepare(l->wdb,
@@ -481,6 +509,7 @@ int store_open_writer(ledger *l) {
     if (!rc) rc = replay_transfers(l);
     if (!rc) rc = check_balances(l);
     if (!rc) rc = check_idempotency(l);
+    if (!rc) rc = load_idempotency_filter(l);
     if (!rc) rc = auth_setup_admin(l);
     if (!rc) rc = prepare_writes(l);
     if (!rc) sqlite3_commit_hook(l->wdb, commit_hook, l);
@@ -501,6 +530,7 @@ void store_close_writer(ledger *l) {
 /* ------------------------------------------------------------------ sweep */
 
 void store_sweep(ledger *l) {
+    bool backlog = l->sweep_more;   /* a continuation, between groups */
     l->sweep_more = false;
     if (atomic_load(&l->failed)) return;
     int64_t cutoff = ledger_now_ms() - l->opts.idem_ttl_ms;
@@ -513,6 +543,15 @@ void store_sweep(ledger *l) {
     rt_blocking_exit();
     rt_mutex_lock(&l->mu);
     l->stats.idem_swept += (uint64_t)n;
+    /* The filter forgets the same records, by the same cutoff (even if the
+     * DELETE failed: such rows are expired, the lookup would ignore them).
+     * It is a scan of the whole table under mu, about 1 ns a slot (1M keys
+     * ~ 2-3 ms), so it runs once per tick, not again for every chunk of a
+     * backlog: a fingerprint that outlives its record only costs a lookup. */
+    if (!backlog || !l->idem_scanned) {
+        idemset_expire(&l->idem, cutoff);
+        l->idem_scanned = true;
+    }
     rt_mutex_unlock(&l->mu);
     /* A full chunk: there is more; the committer sweeps again between
      * batches instead of stalling writes on one long delete. */

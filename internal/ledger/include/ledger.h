@@ -176,6 +176,10 @@ typedef struct ledger_stats {
     uint64_t idem_swept;       /* expired idempotency records deleted */
     uint64_t accounts;         /* accounts in memory, @world ones included */
     bool failed;               /* see LEDGER_EFAILED */
+    /* Idempotency filter (appended; see DESIGN.md "Idempotency"): */
+    uint64_t idem_keys;        /* fingerprints of recorded keys held in memory */
+    uint64_t idem_lookups;     /* keyed transfers that looked their key up in SQLite */
+    uint64_t idem_lookups_skipped;  /* ... that skipped it: key certainly not recorded */
 } ledger_stats;
 
 /* ------------------------------------------------------------------ open */
