@@ -684,6 +684,14 @@ static void metrics_ledger(api_server *a, mw *w) {
     mw_printf(w, "ledgerd_fsync_seconds{stat=\"max\"} %.9f\n", (double)ls.commit_ns_max / 1e9);
     mw_printf(w, "ledgerd_fsync_seconds{stat=\"avg\"} %.9f\n", ls.commit_ns_avg / 1e9);
     mw_counter(w, "ledgerd_idempotency_swept_total", "Expired idempotency records deleted.", ls.idem_swept);
+    mw_gauge(w, "ledgerd_idempotency_keys", "Recorded idempotency keys held in the in-memory filter.",
+             (double)ls.idem_keys);
+    mw_counter(w, "ledgerd_idempotency_lookups_total",
+               "Keyed transfers whose key the filter could not rule out (looked up in SQLite).",
+               ls.idem_lookups);
+    mw_counter(w, "ledgerd_idempotency_lookups_skipped_total",
+               "Keyed transfers whose key the filter proved fresh (no SQLite lookup).",
+               ls.idem_lookups_skipped);
     mw_gauge(w, "ledgerd_accounts", "Accounts in the ledger, @world ones included.", (double)ls.accounts);
     mw_gauge(w, "ledgerd_ledger_healthy", "0 once a COMMIT failed (the store refuses writes).",
              ls.failed ? 0 : 1);
