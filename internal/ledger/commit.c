@@ -237,6 +237,8 @@ static int write_request(ledger *l, lreq *r) {
         else sqlite3_bind_null(st, 5);
         sqlite3_bind_int64(st, 6, r->now_ms);
         s = run(st);
+        /* Appended: the index entry added at publish points at this row. */
+        if (s == SQLITE_OK) r->idem_rowid = sqlite3_last_insert_rowid(l->wdb);
     }
     if (s == SQLITE_OK && r->new_key) {
         st = l->wst[WST_INS_KEY];
@@ -349,14 +351,15 @@ static void publish(ledger *l, lreq **batch, int n) {
 }
 
 /*
- * Step 4, success: fingerprints of the group's new idempotency records into
- * the filter.  mu held, in the critical section that then releases the
+ * Step 4, success: (fingerprint, rowid, created_ms) of the group's new
+ * idempotency records into the index.  mu held, in the critical section that then releases the
  * claims (see the top).  A failed growth leaves the filter lossy (every key
  * looked up from then on), never missing a record.
  */
 static void remember_keys(ledger *l, lreq **batch, int n) {
     for (int i = 0; i < n; i++)
-        if (batch[i]->writes_idem) (void)idemset_add(&l->idem, batch[i]->idem_fp, batch[i]->now_ms);
+        if (batch[i]->writes_idem)
+            (void)idemset_add(&l->idem, batch[i]->idem_fp, batch[i]->idem_rowid, batch[i]->now_ms);
 }
 
 /* Step 4, failure: undo everything the group reserved.  mu held. */

@@ -22,7 +22,8 @@
  *              replayed (*replayed = true), nothing moves.  Other hash:
  *              EIDEM_REUSED.
  *   expired    a record older than idem_ttl_ms: treated as absent (the next
- *              request replaces it), deleted by the committer's sweep.
+ *              request appends a new record; the table is append-only),
+ *              deleted by the committer's sweep.
  *
  *   The claim is taken before the record is looked up, and released by the
  *   committer in the same critical section that publishes the record's
@@ -34,17 +35,21 @@
  *   request had not committed is free again, and the ones that committed
  *   have their record in the same transaction as their transfer.
  *
- *   The filter (l->idem, idemset.c) lets most requests skip that lookup:
- *   it holds a fingerprint of every recorded key within the TTL (loaded at
- *   open; added by the committer in the critical section that releases the
- *   key's claim).  In the critical section that takes the claim, an absent
- *   fingerprint proves there is no record — any earlier request with the
- *   key has released its claim, so its fingerprint is in, and while we
- *   hold the claim nobody else can record the key — and the request goes
- *   straight to the committer.  A present fingerprint (a recorded key, or
- *   a 64-bit collision) means the SQLite lookup as above, which compares
- *   the full scope/key and the request hash: the filter can cost a lookup,
- *   never change an outcome.
+ *   The index (l->idem, idemset.c) lets most requests skip that lookup,
+ *   and tells the others where to look: it maps a fingerprint of every
+ *   recorded key within the TTL to its record's rowid (loaded at open;
+ *   added by the committer in the critical section that releases the key's
+ *   claim).  In the critical section that takes the claim, no live entry
+ *   proves there is no record — any earlier request with the key has
+ *   released its claim, so its entry is in, and while we hold the claim
+ *   nobody else can record the key — and the request goes straight to the
+ *   committer.  Otherwise the candidate rowids (the key's records, or
+ *   64-bit collisions) are copied out under mu and a reader fetches those
+ *   rows, compares the full scope/key and age, and the newest match is the
+ *   record; the request hash then decides replay or EIDEM_REUSED.  The
+ *   index can cost a lookup, never change an outcome.  When it cannot
+ *   answer (lossy after an allocation failure, or more candidates than
+ *   IDEM_CANDIDATES_MAX) the reader scans the table for the key instead.
  *
  * Request hash: when the caller gives none, BLAKE2b-256 over a canonical
  * encoding of (from, to, amount, currency, memo), so JSON layout and field
@@ -309,13 +314,18 @@ static void release_claim(ledger *l, lreq *r) {
  * critical section, ask the filter whether the key may have a record (see
  * "The filter" at the top).
  */
-static int claim_key(ledger *l, lreq *r, bool *maybe_recorded) {
+static int claim_key(ledger *l, lreq *r, rreq *q, bool *maybe_recorded) {
     *maybe_recorded = false;
     rt_mutex_lock(&l->mu);
     int rc = LEDGER_EIDEM_IN_USE;
     if (!htab_get(&l->claims, r->claim.key, r->claim.klen)) rc = htab_put(&l->claims, &r->claim.node);
     if (rc == LEDGER_OK) {
-        *maybe_recorded = idemset_maybe_contains(&l->idem, r->idem_fp);
+        /* The candidates are final once we hold the claim: only a request
+         * holding it can add a record of this key. */
+        size_t n = idemset_candidates(&l->idem, r->idem_fp, q->min_ms, q->cand, IDEM_CANDIDATES_MAX);
+        q->scan = l->idem.lossy || n > IDEM_CANDIDATES_MAX;
+        q->ncand = n > IDEM_CANDIDATES_MAX ? 0 : n;
+        *maybe_recorded = q->scan || n > 0;
         if (*maybe_recorded) l->stats.idem_lookups++;
         else l->stats.idem_lookups_skipped++;
     }
@@ -328,15 +338,10 @@ static int claim_key(ledger *l, lreq *r, bool *maybe_recorded) {
  * answered from the record (or the lookup failed), *rc says how, and the
  * claim is released; false: no live record, the request goes on.
  */
-static bool answer_from_record(ledger *l, rt_context *ctx, lreq *r, ledger_transfer_rec *out,
+static bool answer_from_record(ledger *l, rt_context *ctx, lreq *r, rreq *qp, ledger_transfer_rec *out,
                                bool *replayed, int *rc) {
     ledger_transfer_rec stored;
-    rreq q;
-    memset(&q, 0, sizeof q);
-    q.kind = RREQ_IDEM_LOOKUP;
-    q.scope = r->scope;
-    q.idem_key = r->idem_key;
-    q.min_ms = ledger_now_ms() - l->opts.idem_ttl_ms;
+    rreq q = *qp;
     q.out = &stored;
     *rc = submit_read(l, ctx, &q);
     if (*rc == LEDGER_OK && !q.found) return false;
@@ -389,11 +394,17 @@ int ledger_transfer(ledger *l, rt_context *ctx, const ledger_transfer_req *req,
         r.claim.node.key = r.claim.key;
         r.claim.node.klen = r.claim.klen;
         r.idem_fp = idemset_fingerprint(&l->idem, r.claim.key, r.claim.klen);
+        rreq q;
+        memset(&q, 0, sizeof q);
+        q.kind = RREQ_IDEM_LOOKUP;
+        q.scope = r.scope;
+        q.idem_key = r.idem_key;
+        q.min_ms = ledger_now_ms() - l->opts.idem_ttl_ms;
         bool maybe_recorded;
-        int rc = claim_key(l, &r, &maybe_recorded);
+        int rc = claim_key(l, &r, &q, &maybe_recorded);
         if (rc != LEDGER_OK) return rc;
         /* Claimed: nobody else can record this key until we are done. */
-        if (maybe_recorded && answer_from_record(l, ctx, &r, out, replayed, &rc)) return rc;
+        if (maybe_recorded && answer_from_record(l, ctx, &r, &q, out, replayed, &rc)) return rc;
     }
     bool handed;
     int rc = submit_write(l, ctx, &r, &handed);

@@ -11,7 +11,7 @@
  *              open, the reader goroutines and their queries, the sweep
  *   auth.c     API keys and the admin key; authentication
  *   util.c     hash table, ids, time, encodings, validation, strerror
- *   idemset.c  the in-memory filter of recorded idempotency keys
+ *   idemset.c  the in-memory index of recorded idempotency keys
  *
  * Goroutines and ownership
  *   - The committer goroutine owns the write connection (wdb) and every
@@ -73,35 +73,46 @@ hent *htab_get(const htab *t, const char *key, size_t klen);
 int htab_put(htab *t, hent *e);
 hent *htab_del(htab *t, const char *key, size_t klen);
 
-/* ------------------------------------------------------- idempotency filter
- * The set of fingerprints of recorded idempotency keys (idemset.c explains
- * why it is a filter: "absent" is exact, "present" means "look it up").
+/* -------------------------------------------------------- idempotency index
+ * fingerprint -> (rowid, created_ms) of every recorded idempotency key
+ * within the TTL (idemset.c explains it: "none" is exact, candidates are
+ * checked against their rows; equal fingerprints keep separate entries).
  * Guarded by ledger.mu; idemset_fingerprint needs no lock. */
 typedef struct idemset_slot {
     uint64_t fp;           /* 0: empty */
-    int64_t created_ms;    /* the newest record with this fingerprint */
+    int64_t rowid;         /* the record's idempotency.id */
+    int64_t created_ms;    /* the record's created_ms */
 } idemset_slot;
 
 typedef struct idemset {
     idemset_slot *slots;
     size_t cap;            /* power of two */
     size_t count;
-    bool lossy;            /* a growth failed: everything is "maybe present" */
+    bool lossy;            /* a growth failed: lookups scan the table */
+    uint64_t fixed_fp;     /* tests only: non-zero = every key's fingerprint */
     unsigned char key[crypto_shorthash_KEYBYTES];   /* random per open */
 } idemset;
+
+/* Candidate rowids a lookup checks at most; more (never seen outside
+ * tests: 64-bit collisions) fall back to the scan, as when lossy. */
+#define IDEM_CANDIDATES_MAX 4
 
 /* Empty set sized for hint keys, with a fresh random key.  LEDGER_ENOMEM. */
 int idemset_init(idemset *s, size_t hint);
 void idemset_destroy(idemset *s);
 /* SipHash-2-4 of key (scope 0x1f idempotency key) under the set's key. */
 uint64_t idemset_fingerprint(const idemset *s, const char *key, size_t len);
-/* false: no record of a key with this fingerprint (the lookup may be skipped). */
+/* false: no record of a key with this fingerprint (true also when lossy). */
 bool idemset_maybe_contains(const idemset *s, uint64_t fp);
-/* Add (or refresh to the newer created_ms).  LEDGER_ENOMEM if it could not
- * grow: the set is then lossy (never wrong, only slower). */
-int idemset_add(idemset *s, uint64_t fp, int64_t created_ms);
-bool idemset_remove(idemset *s, uint64_t fp);
-/* Remove the fingerprints with created_ms < cutoff_ms; returns how many.
+/* The rowids of the entries with fingerprint fp and created_ms >= min_ms:
+ * the first max into rowids; returns how many there are (may exceed max).
+ * Ignores `lossy` (the caller checks it). */
+size_t idemset_candidates(const idemset *s, uint64_t fp, int64_t min_ms, int64_t *rowids, size_t max);
+/* Add an entry (always a new one).  LEDGER_ENOMEM if it could not grow:
+ * the set is then lossy (never wrong, only slower). */
+int idemset_add(idemset *s, uint64_t fp, int64_t rowid, int64_t created_ms);
+bool idemset_remove(idemset *s, uint64_t fp, int64_t rowid);
+/* Remove the entries with created_ms < cutoff_ms; returns how many.
  * O(capacity). */
 size_t idemset_expire(idemset *s, int64_t cutoff_ms);
 
@@ -177,6 +188,7 @@ typedef struct lreq {
     const char *scope;
     const char *idem_key;
     uint64_t idem_fp;        /* idemset_fingerprint of claim.key */
+    int64_t idem_rowid;      /* [committer] idempotency.id of the record written */
     uint8_t req_hash[LEDGER_HASH_BYTES];
 
     /* account / key creation */
@@ -226,6 +238,9 @@ typedef struct rreq {
     const char *scope;
     const char *idem_key;
     int64_t min_ms;          /* records older than this are expired */
+    int64_t cand[IDEM_CANDIDATES_MAX];   /* rowids that may be the key's record */
+    size_t ncand;
+    bool scan;               /* the index cannot say (lossy, or too many): scan */
     bool found;
     uint8_t hash[LEDGER_HASH_BYTES];
     int result;
@@ -237,7 +252,7 @@ typedef struct lreader lreader;   /* store.c */
 
 enum {
     WST_BEGIN, WST_COMMIT, WST_ROLLBACK, WST_INS_TRANSFER, WST_UPD_BALANCE,
-    WST_INS_ACCOUNT, WST_INS_IDEM, WST_INS_KEY, WST_SWEEP, WST_COUNT
+    WST_INS_ACCOUNT, WST_INS_IDEM, WST_INS_KEY, WST_SWEEP_SCAN, WST_SWEEP, WST_COUNT
 };
 
 struct ledger {
@@ -252,7 +267,7 @@ struct ledger {
     htab accounts;                   /* [mu] key -> lacct */
     htab keys;                       /* [mu] id -> lkey */
     htab claims;                     /* [mu] scope 0x1f key -> lclaim */
-    idemset idem;                    /* [mu] fingerprints of recorded keys */
+    idemset idem;                    /* [mu] fingerprint -> rowid of recorded keys */
     ledger_stats stats;              /* [mu] */
     uint64_t grouped;                /* [mu] requests in committed batches */
     int64_t commit_ns_total;         /* [mu] */
@@ -270,7 +285,7 @@ struct ledger {
     int64_t ulid_ms;
     uint8_t ulid_rand[10];
     bool sweep_more;                 /* the last sweep deleted a full chunk */
-    bool idem_scanned;               /* the filter was swept at least once */
+    bool idem_scanned;               /* the index was swept at least once */
 
     _Atomic bool failed;             /* a COMMIT failed: writes refused */
     _Atomic int test_fail_commits;   /* fault injection (tests) */
@@ -316,7 +331,8 @@ int store_open_writer(ledger *l);
 void store_close_writer(ledger *l);
 int store_start_readers(ledger *l);                 /* spawns; waits for them */
 void reader_main(void *arg);
-/* Delete expired idempotency records (its own transaction). [committer] */
+/* Delete expired idempotency records (its own transaction) and their
+ * index entries. [committer] */
 void store_sweep(ledger *l);
 int ledger_sqlite_rc(int sqlite_rc);                /* SQLite code -> ledger_error */
 lacct *acct_new(const char *key, const char *id, const char *currency, bool world);
@@ -340,5 +356,8 @@ void auth_hash(const uint8_t salt[LEDGER_SALT_BYTES], const char *secret, size_t
 /* Make the next n COMMITs of the committer fail (a commit hook turns them
  * into rollbacks), exercising the LEDGER_EFAILED path. */
 void ledger_test_fail_commits(ledger *l, int n);
+/* Give every idempotency key the same fingerprint from now on (call right
+ * after open, before any keyed request): exercises collisions. */
+void ledger_test_fixed_fingerprint(ledger *l);
 
 #endif /* LEDGERD_LEDGER_INTERNAL_H */

@@ -22,7 +22,7 @@
  *   its prepared statements without any locking.  A read costs one channel
  *   round trip more.
  *
- * Schema (version 1)
+ * Schema (version 2)
  *   meta(name, value)                 schema_version, the generated admin key's salt+hash
  *   accounts(key, id, currency, balance, created_at)
  *        key is the id, or "@world:USD" for a currency's @world
@@ -30,9 +30,19 @@
  *        seq: commit order (INTEGER PRIMARY KEY, assigned by the committer);
  *        indexes on from_key and to_key, whose entries end in the rowid =
  *        seq, so an account's history is two backward index range scans
- *   idempotency(scope, key, request_hash, result, transfer_id, created_ms)
- *        its keys within the TTL are also fingerprinted into memory at
- *        open (the filter, idemset.c), so fresh keys skip the lookup
+ *   idempotency(id, scope, key, request_hash, result, transfer_id, created_ms)
+ *        append-only, id INTEGER PRIMARY KEY and no other index: rows are
+ *        appended in commit order, so recording a key dirties only the
+ *        table's last leaf (a PRIMARY KEY(scope, key) and a created_ms
+ *        index cost two random leaves per keyed transfer, most of the
+ *        COMMIT's pages), and rowid order is time order.  The lookup by
+ *        key is the in-memory index (idemset.c): fingerprint -> rowid,
+ *        rebuilt from one scan at open; the reader fetches candidates by
+ *        rowid and compares scope and key.  A key reused after expiry
+ *        gets a new row; the sweep deletes a prefix of the rowid range.
+ *        Version 1 had PRIMARY KEY(scope, key) and an index on created_ms;
+ *        such a database is migrated at open, in one transaction (rows
+ *        copied in created_ms order).
  *   api_keys(id, account, salt, hash, created_at)
  *
  * Open-time verification (the double-entry invariant and its consequences)
@@ -59,7 +69,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 #define SWEEP_CHUNK 5000
 #define SWEEP_CHUNK_STR "5000"
 
@@ -146,20 +156,37 @@ static const char *const schema_sql =
     "CREATE INDEX IF NOT EXISTS transfers_from ON transfers(from_key);"
     "CREATE INDEX IF NOT EXISTS transfers_to ON transfers(to_key);"
     "CREATE TABLE IF NOT EXISTS idempotency("
+    "  id INTEGER PRIMARY KEY,"
     "  scope TEXT NOT NULL,"
     "  key TEXT NOT NULL,"
     "  request_hash BLOB NOT NULL,"
     "  result INTEGER NOT NULL,"
     "  transfer_id TEXT,"
-    "  created_ms INTEGER NOT NULL,"
-    "  PRIMARY KEY(scope, key));"
-    "CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency(created_ms);"
+    "  created_ms INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS api_keys("
     "  id TEXT PRIMARY KEY,"
     "  account TEXT NOT NULL,"
     "  salt BLOB NOT NULL,"
     "  hash BLOB NOT NULL,"
     "  created_at TEXT NOT NULL);";
+
+/* Version 1 -> 2: the idempotency table becomes append-only (see the top).
+ * Runs inside create_schema's transaction, so a crash leaves version 1. */
+static const char *const migrate_v1_sql =
+    "CREATE TABLE idempotency_v2("
+    "  id INTEGER PRIMARY KEY,"
+    "  scope TEXT NOT NULL,"
+    "  key TEXT NOT NULL,"
+    "  request_hash BLOB NOT NULL,"
+    "  result INTEGER NOT NULL,"
+    "  transfer_id TEXT,"
+    "  created_ms INTEGER NOT NULL);"
+    "INSERT INTO idempotency_v2(scope, key, request_hash, result, transfer_id, created_ms)"
+    "  SELECT scope, key, request_hash, result, transfer_id, created_ms FROM idempotency"
+    "  ORDER BY created_ms, scope, key;"
+    "DROP TABLE idempotency;"   /* and its indexes */
+    "ALTER TABLE idempotency_v2 RENAME TO idempotency;"
+    "UPDATE meta SET value = 2 WHERE name = 'schema_version';";
 
 static int create_schema(ledger *l) {
     char *err = l->open_err;
@@ -173,7 +200,10 @@ static int create_schema(ledger *l) {
         int s = sqlite3_step(st);
         if (s == SQLITE_ROW) {
             int64_t v = sqlite3_column_int64(st, 0);
-            if (v != SCHEMA_VERSION) {
+            if (v == 1) {
+                sqlite3_reset(st);   /* no read in progress across the DDL */
+                rc = exec_sql(l->wdb, migrate_v1_sql, err, elen);
+            } else if (v != SCHEMA_VERSION) {
                 ledger_errf(err, elen, "schema version %" PRId64 ", this build knows %d", v, SCHEMA_VERSION);
                 rc = LEDGER_ECORRUPT;
             }
@@ -382,14 +412,14 @@ static int check_balances(ledger *l) {
 }
 
 /*
- * The filter of recorded keys (idemset.c): the fingerprint of every record
- * within the TTL.  Older rows are expired already (the lookup ignores
- * them) and the first sweep deletes them.  Runs before the ledger serves,
- * so mu is not needed yet.
+ * The index of recorded keys (idemset.c): fingerprint -> rowid of every
+ * record within the TTL, from one scan of the table.  Older rows are
+ * expired already (the lookup ignores them) and the first sweep deletes
+ * them.  Runs before the ledger serves, so mu is not needed yet.
  */
-static int load_idempotency_filter(ledger *l) {
+static int load_idempotency_index(ledger *l) {
     sqlite3_stmt *st = NULL;
-    int rc = prepare(l->wdb, "SELECT scope, key, created_ms FROM idempotency WHERE created_ms >= ?1",
+    int rc = prepare(l->wdb, "SELECT id, scope, key, created_ms FROM idempotency WHERE created_ms >= ?1",
                      &st, l->open_err, sizeof l->open_err);
     if (rc) return rc;
     sqlite3_bind_int64(st, 1, ledger_now_ms() - l->opts.idem_ttl_ms);
@@ -397,10 +427,11 @@ static int load_idempotency_filter(ledger *l) {
     char claim[LEDGER_CLAIM_MAX + 1];
     while ((s = sqlite3_step(st)) == SQLITE_ROW) {
         /* The same bytes as the claim key ledger_transfer fingerprints. */
-        int n = snprintf(claim, sizeof claim, "%s\x1f%s", col_text(st, 0), col_text(st, 1));
+        int n = snprintf(claim, sizeof claim, "%s\x1f%s", col_text(st, 1), col_text(st, 2));
         size_t len = n < 0 ? 0 : (size_t)n < sizeof claim ? (size_t)n : sizeof claim - 1;
-        /* ENOMEM makes the filter lossy: correct, only slower. */
-        (void)idemset_add(&l->idem, idemset_fingerprint(&l->idem, claim, len), sqlite3_column_int64(st, 2));
+        /* ENOMEM makes the index lossy: correct, only slower. */
+        (void)idemset_add(&l->idem, idemset_fingerprint(&l->idem, claim, len),
+                          sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 3));
     }
     if (s != SQLITE_DONE) rc = sql_fail(l, "load idempotency keys", s);
     sqlite3_finalize(st);
@@ -439,6 +470,12 @@ static int commit_hook(void *arg) {
 
 void ledger_test_fail_commits(ledger *l, int n) { atomic_store(&l->test_fail_commits, n); }
 
+void ledger_test_fixed_fingerprint(ledger *l) {
+    rt_mutex_lock(&l->mu);
+    l->idem.fixed_fp = 0x5eed;
+    rt_mutex_unlock(&l->mu);
+}
+
 static int prepare_writes(ledger *l) {
     static const char *const sql[WST_COUNT] = {
         [WST_BEGIN] = "BEGIN IMMEDIATE",
@@ -448,11 +485,14 @@ static int prepare_writes(ledger *l) {
                              "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         [WST_UPD_BALANCE] = "UPDATE accounts SET balance = ?2 WHERE key = ?1",
         [WST_INS_ACCOUNT] = "INSERT INTO accounts(key, id, currency, balance, created_at) VALUES(?1, ?2, ?3, 0, ?4)",
-        [WST_INS_IDEM] = "INSERT OR REPLACE INTO idempotency(scope, key, request_hash, result, transfer_id, created_ms) "
+        [WST_INS_IDEM] = "INSERT INTO idempotency(scope, key, request_hash, result, transfer_id, created_ms) "
                          "VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
         [WST_INS_KEY] = "INSERT INTO api_keys(id, account, salt, hash, created_at) VALUES(?1, ?2, ?3, ?4, ?5)",
-        [WST_SWEEP] = "DELETE FROM idempotency WHERE rowid IN "
-                      "(SELECT rowid FROM idempotency WHERE created_ms < ?1 LIMIT " SWEEP_CHUNK_STR ")",
+        /* The sweep's two halves (see store_sweep): the plans are a scan of
+         * the table b-tree in rowid order (SCAN idempotency, no sort) and a
+         * rowid range (SEARCH idempotency USING INTEGER PRIMARY KEY). */
+        [WST_SWEEP_SCAN] = "SELECT id, created_ms FROM idempotency ORDER BY id LIMIT " SWEEP_CHUNK_STR,
+        [WST_SWEEP] = "DELETE FROM idempotency WHERE id <= ?1",
     };
     for (int i = 0; i < WST_COUNT; i++) {
         int rc = prepare(l->wdb, sql[i], &l->wst[i], l->open_err, sizeof l->open_err);
@@ -509,7 +549,7 @@ int store_open_writer(ledger *l) {
     if (!rc) rc = replay_transfers(l);
     if (!rc) rc = check_balances(l);
     if (!rc) rc = check_idempotency(l);
-    if (!rc) rc = load_idempotency_filter(l);
+    if (!rc) rc = load_idempotency_index(l);
     if (!rc) rc = auth_setup_admin(l);
     if (!rc) rc = prepare_writes(l);
     if (!rc) sqlite3_commit_hook(l->wdb, commit_hook, l);
@@ -529,25 +569,57 @@ void store_close_writer(ledger *l) {
 
 /* ------------------------------------------------------------------ sweep */
 
+/*
+ * The last rowid of the expired prefix of the table: walk rows in rowid
+ * (= commit) order from the start and stop at the first live one, or after
+ * a chunk.  Stopping at the first live row (rather than picking expired
+ * rows wherever they are) keeps the deletion a prefix, so a row that
+ * looks old only because the wall clock stepped back is never deleted
+ * ahead of an older-rowid live one — it merely waits for the next sweep.
+ * 0: nothing to delete.  *full: the chunk ended before a live row.
+ */
+static int64_t expired_prefix(ledger *l, int64_t cutoff, bool *full, int *err) {
+    sqlite3_stmt *st = l->wst[WST_SWEEP_SCAN];
+    int64_t last = 0;
+    int n = 0, s;
+    *full = false;
+    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+        if (sqlite3_column_int64(st, 1) >= cutoff) break;
+        last = sqlite3_column_int64(st, 0);
+        n++;
+    }
+    *err = s == SQLITE_ROW || s == SQLITE_DONE ? SQLITE_OK : s;
+    sqlite3_reset(st);
+    *full = s == SQLITE_DONE && n == SWEEP_CHUNK;
+    return *err == SQLITE_OK ? last : 0;
+}
+
 void store_sweep(ledger *l) {
     bool backlog = l->sweep_more;   /* a continuation, between groups */
     l->sweep_more = false;
     if (atomic_load(&l->failed)) return;
     int64_t cutoff = ledger_now_ms() - l->opts.idem_ttl_ms;
+    bool full = false;
+    int n = 0, err;
     rt_blocking_enter();
-    sqlite3_stmt *st = l->wst[WST_SWEEP];
-    sqlite3_bind_int64(st, 1, cutoff);
-    int s = sqlite3_step(st);
-    int n = s == SQLITE_DONE ? sqlite3_changes(l->wdb) : 0;
-    sqlite3_reset(st);
+    int64_t last = expired_prefix(l, cutoff, &full, &err);
+    if (last > 0) {
+        sqlite3_stmt *st = l->wst[WST_SWEEP];
+        sqlite3_bind_int64(st, 1, last);
+        int s = sqlite3_step(st);
+        n = s == SQLITE_DONE ? sqlite3_changes(l->wdb) : 0;
+        sqlite3_reset(st);
+    }
     rt_blocking_exit();
     rt_mutex_lock(&l->mu);
     l->stats.idem_swept += (uint64_t)n;
-    /* The filter forgets the same records, by the same cutoff (even if the
-     * DELETE failed: such rows are expired, the lookup would ignore them).
-     * It is a scan of the whole table under mu, about 1 ns a slot (1M keys
-     * ~ 2-3 ms), so it runs once per tick, not again for every chunk of a
-     * backlog: a fingerprint that outlives its record only costs a lookup. */
+    /* The index forgets records by the same cutoff: every deleted row had
+     * created_ms < cutoff, and an entry of an expired row that survives
+     * (clock stepped back, or a failed DELETE) would be skipped by the
+     * lookup anyway, which ignores expired records.  It is a scan of the
+     * whole table under mu, about 1 ns a slot (1M keys ~ 2-3 ms), so it
+     * runs once per tick, not again for every chunk of a backlog: an entry
+     * that outlives its row only costs a lookup that finds no row. */
     if (!backlog || !l->idem_scanned) {
         idemset_expire(&l->idem, cutoff);
         l->idem_scanned = true;
@@ -555,7 +627,7 @@ void store_sweep(ledger *l) {
     rt_mutex_unlock(&l->mu);
     /* A full chunk: there is more; the committer sweeps again between
      * batches instead of stalling writes on one long delete. */
-    l->sweep_more = n == SWEEP_CHUNK;
+    l->sweep_more = full && n > 0;
 }
 
 /* ---------------------------------------------------------------- readers */
@@ -563,7 +635,7 @@ void store_sweep(ledger *l) {
 struct lreader {
     ledger *l;
     sqlite3 *db;
-    sqlite3_stmt *get, *list, *idem;
+    sqlite3_stmt *get, *list, *idem_row, *idem_scan;
 };
 
 static const char *const list_sql =
@@ -611,6 +683,82 @@ static int get_transfer(lreader *r, const char *id, ledger_transfer_rec *out) {
     return rc;
 }
 
+/* A record's columns (request_hash, result, transfer_id from column i on)
+ * into q; false if malformed. */
+static bool take_record(sqlite3_stmt *st, int i, rreq *q, char tid[LEDGER_TRANSFER_ID_LEN + 1]) {
+    if (sqlite3_column_bytes(st, i) != LEDGER_HASH_BYTES) return false;
+    memcpy(q->hash, sqlite3_column_blob(st, i), LEDGER_HASH_BYTES);
+    q->result = sqlite3_column_int(st, i + 1);
+    snprintf(tid, LEDGER_TRANSFER_ID_LEN + 1, "%s", col_text(st, i + 2));
+    return true;
+}
+
+/* Fetch candidate row id; if it is q's key and live, and newer than what
+ * q holds, it becomes q's record. */
+static int check_candidate(lreader *r, rreq *q, int64_t id, int64_t *best,
+                           char tid[LEDGER_TRANSFER_ID_LEN + 1]) {
+    sqlite3_stmt *st = r->idem_row;
+    sqlite3_bind_int64(st, 1, id);
+    int s = sqlite3_step(st), rc = LEDGER_OK;
+    if (s == SQLITE_ROW) {
+        /* A collision (another key) or an expired record is not a match. */
+        bool match = strcmp(col_text(st, 0), q->scope) == 0 && strcmp(col_text(st, 1), q->idem_key) == 0 &&
+                     sqlite3_column_int64(st, 5) >= q->min_ms;
+        if (match && id > *best) {
+            if (take_record(st, 2, q, tid)) {
+                *best = id;
+                q->found = true;
+            } else {
+                rc = LEDGER_ECORRUPT;
+            }
+        }
+    } else if (s != SQLITE_DONE) {   /* DONE: swept since the index was read */
+        rc = ledger_sqlite_rc(s);
+    }
+    sqlite3_reset(st);
+    return rc;
+}
+
+/* The index could not name the candidates: the newest live record of the
+ * key by a scan of the table (no index on scope/key: O(records)). */
+static int scan_for_record(lreader *r, rreq *q, char tid[LEDGER_TRANSFER_ID_LEN + 1]) {
+    sqlite3_stmt *st = r->idem_scan;
+    sqlite3_bind_text(st, 1, q->scope, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, q->idem_key, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, q->min_ms);
+    int s = sqlite3_step(st), rc = LEDGER_OK;
+    if (s == SQLITE_ROW) {
+        if (take_record(st, 0, q, tid)) q->found = true;
+        else rc = LEDGER_ECORRUPT;
+    } else if (s != SQLITE_DONE) {
+        rc = ledger_sqlite_rc(s);
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+/*
+ * The key's record, if any: the newest live row among the candidates whose
+ * scope and key are q's (see idemset.c: candidates may be other keys).
+ * A recorded success also fetches its transfer for the replay; transfers
+ * are immutable, so separate read transactions are as good as one.
+ */
+static int idem_lookup(lreader *r, rreq *q) {
+    char tid[LEDGER_TRANSFER_ID_LEN + 1] = "";
+    int64_t best = 0;
+    int rc = LEDGER_OK;
+    q->found = false;
+    if (q->scan) rc = scan_for_record(r, q, tid);
+    for (size_t i = 0; !q->scan && rc == LEDGER_OK && i < q->ncand; i++)
+        rc = check_candidate(r, q, q->cand[i], &best, tid);
+    if (rc == LEDGER_OK && q->found && q->result == LEDGER_OK) {
+        rc = get_transfer(r, tid, q->out);
+        if (rc == LEDGER_ENOTFOUND) rc = LEDGER_ECORRUPT;
+    }
+    return rc;
+}
+
 static void reader_exec(lreader *r, rreq *q) {
     switch (q->kind) {
     case RREQ_GET_TRANSFER:
@@ -632,37 +780,9 @@ static void reader_exec(lreader *r, rreq *q) {
         sqlite3_clear_bindings(st);
         break;
     }
-    case RREQ_IDEM_LOOKUP: {
-        sqlite3_stmt *st = r->idem;
-        sqlite3_bind_text(st, 1, q->scope, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, q->idem_key, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, q->min_ms);
-        int s = sqlite3_step(st);
-        char tid[LEDGER_TRANSFER_ID_LEN + 1] = "";
-        q->found = false;
-        q->rc = LEDGER_OK;
-        if (s == SQLITE_ROW) {
-            if (sqlite3_column_bytes(st, 0) == LEDGER_HASH_BYTES) {
-                q->found = true;
-                memcpy(q->hash, sqlite3_column_blob(st, 0), LEDGER_HASH_BYTES);
-                q->result = sqlite3_column_int(st, 1);
-                snprintf(tid, sizeof tid, "%s", col_text(st, 2));
-            } else {
-                q->rc = LEDGER_ECORRUPT;
-            }
-        } else if (s != SQLITE_DONE) {
-            q->rc = ledger_sqlite_rc(s);
-        }
-        sqlite3_reset(st);
-        sqlite3_clear_bindings(st);
-        /* A recorded success: fetch its transfer for the replay.  Transfers
-         * are immutable, so a second read transaction is as good as one. */
-        if (q->rc == LEDGER_OK && q->found && q->result == LEDGER_OK) {
-            q->rc = get_transfer(r, tid, q->out);
-            if (q->rc == LEDGER_ENOTFOUND) q->rc = LEDGER_ECORRUPT;
-        }
+    case RREQ_IDEM_LOOKUP:
+        q->rc = idem_lookup(r, q);
         break;
-    }
     }
 }
 
@@ -671,17 +791,21 @@ static int reader_open(lreader *r, char *err, size_t elen) {
     if (!rc) rc = prepare(r->db, "SELECT seq, id, from_key, to_key, amount, currency, memo, created_at "
                                  "FROM transfers WHERE id = ?1", &r->get, err, elen);
     if (!rc) rc = prepare(r->db, list_sql, &r->list, err, elen);
+    if (!rc) rc = prepare(r->db, "SELECT scope, key, request_hash, result, transfer_id, created_ms "
+                                 "FROM idempotency WHERE id = ?1", &r->idem_row, err, elen);
     if (!rc) rc = prepare(r->db, "SELECT request_hash, result, transfer_id FROM idempotency "
-                                 "WHERE scope = ?1 AND key = ?2 AND created_ms >= ?3", &r->idem, err, elen);
+                                 "WHERE scope = ?1 AND key = ?2 AND created_ms >= ?3 ORDER BY id DESC LIMIT 1",
+                          &r->idem_scan, err, elen);
     return rc;
 }
 
 static void reader_close(lreader *r) {
     sqlite3_finalize(r->get);
     sqlite3_finalize(r->list);
-    sqlite3_finalize(r->idem);
+    sqlite3_finalize(r->idem_row);
+    sqlite3_finalize(r->idem_scan);
     sqlite3_close(r->db);
-    r->get = r->list = r->idem = NULL;
+    r->get = r->list = r->idem_row = r->idem_scan = NULL;
     r->db = NULL;
 }
 
