@@ -41,10 +41,10 @@
  *      Either way the group's idempotency claims are released here, in the
  *      same critical section, so a retry of the same key sees either the
  *      durable record or a free key, never a gap.  On success the same
- *      critical section adds the fingerprint of every idempotency record
- *      the group wrote to the filter (l->idem): a request that claims the
- *      key after this release finds the fingerprint and does the SQLite
- *      lookup; one that skips the lookup (no fingerprint) is provably
+ *      critical section adds an entry (fingerprint -> rowid) for every
+ *      idempotency record the group appended to the index (l->idem): a
+ *      request that claims the key after this release finds the entry and
+ *      fetches that row; one that skips the lookup (no entry) is provably
  *      first.  A rolled-back group wrote no record and adds nothing.
  *
  *   5. Answer every request (send on its done channel).  A request is
@@ -66,7 +66,7 @@
  *
  * The sweep of expired idempotency records also runs here, between groups,
  * on a ticker (a chunk of rows per transaction, so writes never wait long);
- * it also drops the expired fingerprints from the filter (store_sweep).
+ * it also drops the expired entries from the index (store_sweep).
  */
 #include "ledger_internal.h"
 
@@ -352,9 +352,9 @@ static void publish(ledger *l, lreq **batch, int n) {
 
 /*
  * Step 4, success: (fingerprint, rowid, created_ms) of the group's new
- * idempotency records into the index.  mu held, in the critical section that then releases the
- * claims (see the top).  A failed growth leaves the filter lossy (every key
- * looked up from then on), never missing a record.
+ * idempotency records into the index.  mu held, in the critical section
+ * that then releases the claims (see the top).  A failed growth leaves the
+ * index lossy (every key scanned for from then on), never missing a record.
  */
 static void remember_keys(ledger *l, lreq **batch, int n) {
     for (int i = 0; i < n; i++)

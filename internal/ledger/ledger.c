@@ -311,8 +311,8 @@ static void release_claim(ledger *l, lreq *r) {
 
 /*
  * Claim r's key (EIDEM_IN_USE if another request holds it) and, in the same
- * critical section, ask the filter whether the key may have a record (see
- * "The filter" at the top).
+ * critical section, take from the index the rowids that may be the key's
+ * live record into q (see "The index" at the top).
  */
 static int claim_key(ledger *l, lreq *r, rreq *q, bool *maybe_recorded) {
     *maybe_recorded = false;
