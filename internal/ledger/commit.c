@@ -507,6 +507,7 @@ void committer_main(void *arg) {
         batch[0] = r;
         while (n < l->opts.max_batch && rt_chan_try_recv(l->wq, &batch[n], &ok) && ok) n++;
         process_batch(l, batch, n);
+        store_after_commit(l);
         /* Answers may have readied the callers on this processor; let them
          * run (and queue their next requests) before the next group. */
         rt_yield();
@@ -516,5 +517,7 @@ void committer_main(void *arg) {
     rt_blocking_enter();
     store_close_writer(l);
     rt_blocking_exit();
+    /* No more frames: the checkpointer truncates the WAL and exits. */
+    rt_chan_close(l->ckq);
     rt_waitgroup_done(&l->workers);
 }

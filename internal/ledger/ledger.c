@@ -100,6 +100,7 @@ static void destroy(ledger *l) {
     idemset_destroy(&l->idem);
     if (l->wq) rt_chan_release(l->wq);
     if (l->rq) rt_chan_release(l->rq);
+    if (l->ckq) rt_chan_release(l->ckq);
     if (l->ready) rt_chan_release(l->ready);
     if (l->lock_fd >= 0) close(l->lock_fd);   /* drops the flock */
     free(l->path);
@@ -154,7 +155,8 @@ int ledger_open(const char *path, const ledger_options *opts, ledger **out,
         idemset_init(&l->idem, 1024) ||
         rt_chan_make(&l->wq, sizeof(lreq *), (size_t)o.queue_cap) != RT_OK ||
         rt_chan_make(&l->rq, sizeof(rreq *), 1024) != RT_OK ||
-        rt_chan_make(&l->ready, sizeof(int), (size_t)o.readers + 1) != RT_OK)
+        rt_chan_make(&l->ckq, 0, 1) != RT_OK ||
+        rt_chan_make(&l->ready, sizeof(int), (size_t)o.readers + 2) != RT_OK)
         goto fail;
 
     /* The committer opens the store (schema, rebuild, verification) on its
@@ -167,6 +169,7 @@ int ledger_open(const char *path, const ledger_options *opts, ledger **out,
     }
     rt_chan_recv(l->ready, &rc);
     if (rc == LEDGER_OK) rc = store_start_readers(l);
+    if (rc == LEDGER_OK && o.checkpointer) rc = store_start_checkpointer(l);
     if (rc != LEDGER_OK) goto fail;
     l->opts.admin_key = NULL;   /* the caller's string: only its hash is kept */
     *out = l;

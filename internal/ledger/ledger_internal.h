@@ -286,6 +286,14 @@ struct ledger {
     uint8_t ulid_rand[10];
     bool sweep_more;                 /* the last sweep deleted a full chunk */
     bool idem_scanned;               /* the index was swept at least once */
+    int wal_frames;                  /* frames in the WAL after the last commit (wal hook) */
+    int wal_signalled;               /* wal_frames when the checkpointer was last woken */
+
+    /* The checkpointer (store.c): one signal "the WAL is long", sent by
+     * the committer with try_send (capacity 1, elem size 0), closed by the
+     * committer when it stops — after closing wdb — so the checkpointer
+     * then truncates the WAL and exits. */
+    rt_chan *ckq;
 
     _Atomic bool failed;             /* a COMMIT failed: writes refused */
     _Atomic int test_fail_commits;   /* fault injection (tests) */
@@ -331,6 +339,11 @@ int store_open_writer(ledger *l);
 void store_close_writer(ledger *l);
 int store_start_readers(ledger *l);                 /* spawns; waits for them */
 void reader_main(void *arg);
+/* Spawn the checkpointer goroutine and wait for its open. */
+int store_start_checkpointer(ledger *l);
+/* After a group: wake the checkpointer if the WAL passed its threshold
+ * (and checkpoint here if it is far past it: the backstop). [committer] */
+void store_after_commit(ledger *l);
 /* Delete expired idempotency records (its own transaction) and their
  * index entries. [committer] */
 void store_sweep(ledger *l);

@@ -231,6 +231,8 @@ static void test_exact_funds(void) {
 
 /* ------------------------------------------------------------- throughput */
 
+#define LAT_BUCKETS 2000   /* 0.1 ms each: up to 200 ms, then one overflow bucket */
+
 typedef struct bench {
     ledger *l;
     int64_t deadline;
@@ -238,7 +240,19 @@ typedef struct bench {
     _Atomic long errors;
     bool keyed;            /* every transfer with a fresh idempotency key */
     rt_waitgroup wg;
+    _Atomic long lat[LAT_BUCKETS + 1];   /* per-transfer latency, 0.1 ms buckets */
 } bench;
+
+/* The latency below which a fraction q of b's transfers completed, ms. */
+static double lat_quantile(bench *b, double q) {
+    long total = 0, seen = 0;
+    for (int i = 0; i <= LAT_BUCKETS; i++) total += atomic_load(&b->lat[i]);
+    for (int i = 0; i <= LAT_BUCKETS; i++) {
+        seen += atomic_load(&b->lat[i]);
+        if ((double)seen >= q * (double)total) return (i + 1) * 0.1;
+    }
+    return LAT_BUCKETS * 0.1;
+}
 
 static void bench_worker(void *arg) {
     bench *b = arg;
@@ -256,14 +270,17 @@ static void bench_worker(void *arg) {
             r.idem_scope = "bench";
             r.idem_key = key;
         }
+        int64_t t0 = rt_nanotime();
         if (ledger_transfer(b->l, NULL, &r, NULL, NULL) == LEDGER_OK) atomic_fetch_add(&b->done, 1);
         else atomic_fetch_add(&b->errors, 1);
+        int64_t us100 = (rt_nanotime() - t0) / 100000;
+        atomic_fetch_add(&b->lat[us100 < LAT_BUCKETS ? us100 : LAT_BUCKETS], 1);
     }
     rt_waitgroup_done(&b->wg);
 }
 
 static double measure(const char *name, int max_batch, bool keyed, int goroutines, int64_t duration,
-                      ledger_stats *st) {
+                      ledger_stats *st, double *p50, double *p99) {
     char *p = lt_path(dir, name);
     ledger_options o = { .max_batch = max_batch };
     ledger *l = lt_open(p, &o);
@@ -274,8 +291,9 @@ static double measure(const char *name, int max_batch, bool keyed, int goroutine
     }
     ledger_stats before;
     ledger_get_stats(l, &before);
-    bench b;
-    memset(&b, 0, sizeof b);
+    bench *bp = calloc(1, sizeof *bp);   /* the histogram is too big for a stack */
+    CHECK(bp != NULL);
+#define b (*bp)
     b.l = l;
     b.keyed = keyed;
     int64_t t0 = rt_nanotime();
@@ -291,16 +309,22 @@ static double measure(const char *name, int max_batch, bool keyed, int goroutine
     st->avg_group = st->commits ? (double)(st->requests - before.requests) / (double)st->commits : 0;
     ledger_close(l);
     free(p);
-    return (double)atomic_load(&b.done) / secs;
+    *p50 = lat_quantile(bp, 0.50);
+    *p99 = lat_quantile(bp, 0.99);
+    double rate = (double)atomic_load(&b.done) / secs;
+#undef b
+    free(bp);
+    return rate;
 }
 
 static void test_throughput(void) {
     int64_t duration = SCALED(1000) * RT_MILLISECOND;
     if (duration < 300 * RT_MILLISECOND) duration = 300 * RT_MILLISECOND;
     ledger_stats g, s1, k;
-    double single = measure("nogroup.db", 1, false, NG, duration, &s1);
-    double group = measure("group.db", 0, false, NG, duration, &g);
-    double keyed = measure("keyed.db", 0, true, NG, duration, &k);
+    double q50[3], q99[3];
+    double single = measure("nogroup.db", 1, false, NG, duration, &s1, &q50[0], &q99[0]);
+    double group = measure("group.db", 0, false, NG, duration, &g, &q50[1], &q99[1]);
+    double keyed = measure("keyed.db", 0, true, NG, duration, &k, &q50[2], &q99[2]);
     fprintf(stderr, "       durable transfers/s, %d goroutines, synchronous=FULL:\n"
                     "         without group commit (max_batch 1): %8.0f/s  (group 1.0, commit avg %.2f ms)\n"
                     "         with group commit (max_batch 256):  %8.0f/s  (group avg %.1f max %llu, commit avg %.2f ms)\n"
@@ -309,6 +333,8 @@ static void test_throughput(void) {
             g.commit_ns_avg / 1e6, group / single);
     fprintf(stderr, "         group commit, a fresh idempotency key each: %8.0f/s  (group avg %.1f, commit avg %.2f ms)\n",
             keyed, k.avg_group, k.commit_ns_avg / 1e6);
+    fprintf(stderr, "         transfer latency p50/p99 ms: max_batch 1 %.1f/%.1f, group %.1f/%.1f, keyed %.1f/%.1f\n",
+            q50[0], q99[0], q50[1], q99[1], q50[2], q99[2]);
     CHECK_EQ(s1.max_group, 1);
 }
 
