@@ -690,12 +690,13 @@ static void test_migrate_v1(void) {
     CHECK_OK(ledger_transfer(l, NULL, &b, &t2, NULL));
     CHECK_OK(ledger_transfer(l, NULL, &a, &t1, NULL));
     ledger_close(l);
-    /* rewrite the table as version 1 had it, b recorded after a */
+    /* rewrite the table as version 1 had it, b recorded 1 s after a (so the
+     * copy in created_ms order must put b second) */
     lt_sql(db, "BEGIN;"
                "CREATE TABLE old(scope TEXT NOT NULL, key TEXT NOT NULL, request_hash BLOB NOT NULL,"
                "  result INTEGER NOT NULL, transfer_id TEXT, created_ms INTEGER NOT NULL, PRIMARY KEY(scope, key));"
                "INSERT INTO old SELECT scope, key, request_hash, result, transfer_id,"
-               "  created_ms + (key = 'm-b') FROM idempotency;"
+               "  created_ms + 1000 * (key = 'm-b') FROM idempotency;"
                "DROP TABLE idempotency; ALTER TABLE old RENAME TO idempotency;"
                "CREATE INDEX idempotency_age ON idempotency(created_ms);"
                "UPDATE meta SET value = 1 WHERE name = 'schema_version'; COMMIT");
