@@ -275,7 +275,7 @@ static int run(void *arg) {
         if (rc != RT_OK) snprintf(err, sizeof err, "start: %s", rt_strerror(rc));
     }
     if (rc != RT_OK) {
-        char detail[400];
+        char detail[sizeof err + sizeof c->listen + 4];   /* "listen: err", never truncated */
         snprintf(detail, sizeof detail, "%s: %s", c->listen, err[0] ? err : rt_strerror(rc));
         httpd_free(srv);
         api_free(api);

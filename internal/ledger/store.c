@@ -923,7 +923,7 @@ static void reader_close(lreader *r) {
 void reader_main(void *arg) {
     lreader *r = arg;
     ledger *l = r->l;
-    char err[256] = "";
+    char err[240] = "";   /* leaves room for the "reader: " prefix in open_err */
     rt_blocking_enter();
     int rc = reader_open(r, err, sizeof err);
     if (rc) reader_close(r);
