@@ -160,6 +160,12 @@ static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, char *err, s
     return LEDGER_OK;
 }
 
+/* The schema-v2 idempotency table, used by the schema and the v1 migration. */
+#define IDEMPOTENCY_COLUMNS_V2                                                    \
+    "(id INTEGER PRIMARY KEY, scope TEXT NOT NULL, key TEXT NOT NULL,"            \
+    " request_hash BLOB NOT NULL, result INTEGER NOT NULL, transfer_id TEXT,"     \
+    " created_ms INTEGER NOT NULL);"
+
 static const char *const schema_sql =
     "CREATE TABLE IF NOT EXISTS meta("
     "  name TEXT PRIMARY KEY,"
@@ -181,14 +187,7 @@ static const char *const schema_sql =
     "  created_at TEXT NOT NULL);"
     "CREATE INDEX IF NOT EXISTS transfers_from ON transfers(from_key);"
     "CREATE INDEX IF NOT EXISTS transfers_to ON transfers(to_key);"
-    "CREATE TABLE IF NOT EXISTS idempotency("
-    "  id INTEGER PRIMARY KEY,"
-    "  scope TEXT NOT NULL,"
-    "  key TEXT NOT NULL,"
-    "  request_hash BLOB NOT NULL,"
-    "  result INTEGER NOT NULL,"
-    "  transfer_id TEXT,"
-    "  created_ms INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS idempotency" IDEMPOTENCY_COLUMNS_V2
     "CREATE TABLE IF NOT EXISTS api_keys("
     "  id TEXT PRIMARY KEY,"
     "  account TEXT NOT NULL,"
@@ -199,14 +198,7 @@ static const char *const schema_sql =
 /* Version 1 -> 2: the idempotency table becomes append-only (see the top).
  * Runs inside create_schema's transaction, so a crash leaves version 1. */
 static const char *const migrate_v1_sql =
-    "CREATE TABLE idempotency_v2("
-    "  id INTEGER PRIMARY KEY,"
-    "  scope TEXT NOT NULL,"
-    "  key TEXT NOT NULL,"
-    "  request_hash BLOB NOT NULL,"
-    "  result INTEGER NOT NULL,"
-    "  transfer_id TEXT,"
-    "  created_ms INTEGER NOT NULL);"
+    "CREATE TABLE idempotency_v2" IDEMPOTENCY_COLUMNS_V2
     "INSERT INTO idempotency_v2(scope, key, request_hash, result, transfer_id, created_ms)"
     "  SELECT scope, key, request_hash, result, transfer_id, created_ms FROM idempotency"
     "  ORDER BY created_ms, scope, key;"

@@ -120,29 +120,32 @@ static void reply_put(pipeline *p, rt_chan *c) {
 
 /* ------------------------------------------------------------ results */
 
+static void set_errorv(pipeline_result *r, int status, const char *code, const char *fmt,
+                       va_list ap) {
+    r->status = status;
+    r->code = code;
+    vsnprintf(r->message, sizeof r->message, fmt, ap);
+}
+
 static void set_error(pipeline_result *r, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void set_error(pipeline_result *r, int status, const char *code, const char *fmt, ...) {
-    r->status = status;
-    r->code = code;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(r->message, sizeof r->message, fmt, ap);
+    set_errorv(r, status, code, fmt, ap);
     va_end(ap);
 }
 
 /* The job's last act: after the signal the job belongs to its submitter. */
 static void finish(job *j) { rt_chan_send(j->reply, NULL); }
 
+/* set_error on the job's result, then finish. */
 static void fail(job *j, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void fail(job *j, int status, const char *code, const char *fmt, ...) {
-    pipeline_result *r = j->res;
-    r->status = status;
-    r->code = code;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(r->message, sizeof r->message, fmt, ap);
+    set_errorv(j->res, status, code, fmt, ap);
     va_end(ap);
     finish(j);
 }
